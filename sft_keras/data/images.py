@@ -1,0 +1,329 @@
+"""Image examples: from a class-per-folder tree, a CSV manifest, or sklearn digits.
+
+Reading and checking happen here, before training: every problem (an empty
+class folder, a missing column, an unknown label, a corrupt file) is reported
+with the file or line and the value at fault. `pipeline.py` turns the checked
+examples into tf.data datasets.
+"""
+
+import csv
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from sft_keras.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+
+
+@dataclasses.dataclass
+class ImageExamples:
+    """A list of labelled images, held as file paths or as a pixel array.
+
+    Args:
+        images: list of str (file paths) or a uint8 array `[n, h, w, 3]`.
+        labels: array `[n]`: class indices (int) or targets (float, regression).
+        class_names: list of str, in class-index order (empty for regression).
+    """
+
+    images: object
+    labels: np.ndarray
+    class_names: list
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, indices):
+        """Returns the examples at `indices`, in that order."""
+        if isinstance(self.images, np.ndarray):
+            images = self.images[indices]
+        else:
+            images = [self.images[i] for i in indices]
+        return ImageExamples(images, self.labels[indices], self.class_names)
+
+
+@dataclasses.dataclass
+class ImageData:
+    """Examples and class names for one run, split into train and validation."""
+
+    train: ImageExamples
+    validation: ImageExamples
+    class_names: list
+
+
+def decode_image_bytes(image_bytes, image_size):
+    """Decodes one encoded image (JPEG/PNG/GIF/BMP) to float32 RGB pixels in [0, 255].
+
+    Used by the training pipeline and by the exported serving signature, so
+    both see identical pixels. GIFs give their first frame; grayscale and
+    RGBA images are converted to RGB.
+
+    Args:
+        image_bytes: scalar `tf.string` tensor holding the encoded file.
+        image_size: `(height, width)` to resize to (bilinear).
+
+    Returns:
+        float32 tensor `[height, width, 3]`.
+    """
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image = tf.image.resize(image, image_size)
+    return tf.ensure_shape(image, (*image_size, 3))
+
+
+def read_image_folder(path, class_names=None, skip_unknown_files=False):
+    """Lists the images of a folder holding one subfolder per class.
+
+    Args:
+        path: str. The folder. Subfolder names are the class names, sorted.
+        class_names: list of str or None. For a validation folder: the
+            training classes; a subfolder outside them is an error.
+        skip_unknown_files: bool. Skip (with a warning) files whose extension
+            is not one of `IMAGE_EXTENSIONS` instead of raising. Hidden files
+            (`.DS_Store`) are always skipped.
+
+    Returns:
+        `ImageExamples` with file paths, sorted within each class.
+    """
+    if not os.path.isdir(path):
+        raise DataError(f"Image folder not found. Received: data.path={path!r}")
+    folder_classes = sorted(
+        d for d in os.listdir(path) if not d.startswith(".") and os.path.isdir(os.path.join(path, d))
+    )
+    if not folder_classes:
+        raise DataError(
+            f"Image folder {path!r} has no class subfolders; expected one subfolder "
+            f"per class (e.g. {path}/cats/001.jpg)."
+        )
+    if class_names is None:
+        class_names = folder_classes
+    else:
+        unknown = sorted(set(folder_classes) - set(class_names))
+        if unknown:
+            raise DataError(
+                f"Folder {path!r} has classes the training data does not: {unknown}. "
+                f"Training classes: {list(class_names)}."
+            )
+    images, labels, unknown_files = [], [], []
+    for name in folder_classes:
+        class_dir = os.path.join(path, name)
+        files = []
+        for root, _, filenames in sorted(os.walk(class_dir)):
+            for filename in sorted(filenames):
+                if filename.startswith("."):
+                    continue
+                file_path = os.path.join(root, filename)
+                if filename.lower().endswith(IMAGE_EXTENSIONS):
+                    files.append(file_path)
+                else:
+                    unknown_files.append(file_path)
+        if not files:
+            raise DataError(
+                f"Class folder {class_dir!r} has no images (extensions "
+                f"{', '.join(IMAGE_EXTENSIONS)}); remove it or add images."
+            )
+        images.extend(files)
+        labels.extend([class_names.index(name)] * len(files))
+    if unknown_files:
+        if not skip_unknown_files:
+            raise DataError(
+                f"{len(unknown_files)} file(s) in {path!r} are not images "
+                f"(extensions {', '.join(IMAGE_EXTENSIONS)}), e.g. {unknown_files[0]!r}. "
+                f"Remove them or set --config.data.skip_unknown_files=True."
+            )
+        logging.warning("Skipping %d non-image files, e.g. %s", len(unknown_files), unknown_files[0])
+    return ImageExamples(images, np.asarray(labels, np.int32), list(class_names))
+
+
+def read_csv_manifest(path, path_column="path", label_column="label", task="classification",
+                      class_names=None):
+    """Reads a CSV manifest with one image path and one label per row.
+
+    Relative paths are resolved against the CSV file's folder.
+
+    Args:
+        path: str. The CSV file, with a header row.
+        path_column: str. Column holding image paths.
+        label_column: str. Column holding labels: class names, or numbers for
+            `task="regression"`.
+        task: str. `"classification"`, `"binary"` or `"regression"`.
+        class_names: list of str or None. For a validation manifest: the
+            training classes; any other label is an error naming the line.
+
+    Returns:
+        `ImageExamples` with file paths.
+    """
+    base = os.path.dirname(os.path.abspath(path))
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        for key, column in (("data.path_column", path_column), ("data.label_column", label_column)):
+            if column not in columns:
+                raise DataError(
+                    f"CSV file {path!r} has no column {column!r} ({key}). "
+                    f"Columns found: {columns}."
+                )
+        rows = []
+        for row in reader:
+            rows.append((reader.line_num, row[path_column], row[label_column]))
+    if not rows:
+        raise DataError(f"CSV file {path!r} has no data rows.")
+
+    images, raw_labels = [], []
+    for line, image_path, label in rows:
+        if not image_path:
+            raise DataError(f"{path}:{line}: empty {path_column!r} value.")
+        full = image_path if os.path.isabs(image_path) else os.path.join(base, image_path)
+        if not os.path.isfile(full):
+            raise DataError(f"{path}:{line}: image file not found. Received: {image_path!r}")
+        if label is None or label.strip() == "":
+            raise DataError(f"{path}:{line}: empty {label_column!r} value.")
+        images.append(full)
+        raw_labels.append((line, label.strip()))
+
+    if task == "regression":
+        labels = []
+        for line, label in raw_labels:
+            try:
+                labels.append(float(label))
+            except ValueError:
+                raise DataError(
+                    f"{path}:{line}: task='regression' needs a numeric label. "
+                    f"Received: {label_column}={label!r}"
+                ) from None
+        return ImageExamples(images, np.asarray(labels, np.float32), [])
+
+    if class_names is None:
+        class_names = sorted({label for _, label in raw_labels})
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = []
+    for line, label in raw_labels:
+        if label not in index:
+            raise DataError(
+                f"{path}:{line}: label {label!r} was never seen in training. "
+                f"Known labels: {list(class_names)}."
+            )
+        labels.append(index[label])
+    return ImageExamples(images, np.asarray(labels, np.int32), list(class_names))
+
+
+def load_digits():
+    """Returns scikit-learn's 1,797 handwritten digits as uint8 RGB 8x8 images.
+
+    A real, offline dataset (it ships with scikit-learn): ten classes `"0"`
+    to `"9"`; pixels scaled from [0, 16] to [0, 255].
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    images = np.repeat(images[..., None], 3, axis=-1)
+    return ImageExamples(images, digits.target.astype(np.int32), [str(i) for i in range(10)])
+
+
+def split_examples(examples, validation_fraction, seed, stratify=True):
+    """Splits examples into train and validation, deterministically for a seed.
+
+    With `stratify`, each class keeps the same fraction in validation (at
+    least one example of each class with two or more examples).
+
+    Returns:
+        `(train, validation)` `ImageExamples`.
+    """
+    rng = np.random.RandomState(seed)
+    n = len(examples)
+    if stratify:
+        val_idx = []
+        for label in np.unique(examples.labels):
+            idx = np.flatnonzero(examples.labels == label)
+            idx = idx[rng.permutation(len(idx))]
+            k = int(round(len(idx) * validation_fraction))
+            if len(idx) >= 2:
+                k = min(max(k, 1), len(idx) - 1)
+            else:
+                k = 0
+            val_idx.extend(idx[:k].tolist())
+        val_mask = np.zeros(n, bool)
+        val_mask[val_idx] = True
+    else:
+        order = rng.permutation(n)
+        val_mask = np.zeros(n, bool)
+        val_mask[order[: int(round(n * validation_fraction))]] = True
+    train_idx = np.flatnonzero(~val_mask)
+    val_idx = np.flatnonzero(val_mask)
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise DataError(
+            f"Cannot split {n} example(s) into train and validation with "
+            f"data.validation_split={validation_fraction}; add data or set data.validation_path."
+        )
+    return examples.subset(train_idx), examples.subset(val_idx)
+
+
+def check_images_decode(paths):
+    """Decodes every file once, in parallel; raises `DataError` naming those that fail.
+
+    Args:
+        paths: list of str.
+    """
+    if not paths:
+        return
+    dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), list(paths)))
+    dataset = dataset.map(
+        lambda i, p: (i, tf.shape(tf.io.decode_image(tf.io.read_file(p), channels=3,
+                                                       expand_animations=False))),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).ignore_errors()
+    decoded = {int(i) for i, _ in dataset.as_numpy_iterator()}
+    bad = [p for i, p in enumerate(paths) if i not in decoded]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise DataError(
+            f"Cannot decode image file {bad[0]!r}{more}: not a valid JPEG/PNG/GIF/BMP "
+            f"(corrupt, truncated, or another format). Fix or remove it."
+        )
+
+
+def _read(source_path, config, task, class_names=None):
+    if config.source == "image_folder":
+        examples = read_image_folder(source_path, class_names, config.skip_unknown_files)
+    else:
+        examples = read_csv_manifest(
+            source_path, config.path_column, config.label_column, task, class_names
+        )
+    if config.validate_images:
+        check_images_decode(examples.images)
+    return examples
+
+
+def load_image_data(data_config, task, seed):
+    """Reads, checks and splits the image data the `data` config describes.
+
+    Args:
+        data_config: the `data` part of a validated config.
+        task: str. The `task` config value.
+        seed: int. Seed of the train/validation split.
+
+    Returns:
+        `ImageData`.
+    """
+    if data_config.source == "digits":
+        examples = load_digits()
+    else:
+        examples = _read(data_config.path, data_config, task)
+    if len(examples) == 0:
+        raise DataError(f"No examples found in data.path={data_config.path!r}.")
+    if task == "binary" and len(examples.class_names) != 2:
+        raise DataError(
+            f"task='binary' needs exactly 2 classes. Received {len(examples.class_names)} "
+            f"classes: {examples.class_names}."
+        )
+    if data_config.validation_path:
+        train = examples
+        validation = _read(data_config.validation_path, data_config, task, examples.class_names or None)
+    else:
+        train, validation = split_examples(
+            examples, data_config.validation_split, seed, stratify=task != "regression"
+        )
+    return ImageData(train=train, validation=validation, class_names=examples.class_names)

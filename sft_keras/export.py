@@ -1,0 +1,150 @@
+"""SavedModels for TF Serving whose signatures take raw inputs.
+
+The export layout is TF Serving's: `<export_base>/<version>/` holding
+`saved_model.pb`, `variables/` and `assets.extra/` (`labels.txt`,
+`export_info.json`). A version is written to a temporary folder beside it and
+renamed into place, so TF Serving never sees a half-written model, and an
+existing version is never replaced unless asked.
+
+Image signatures:
+- `serving_default`: `image_bytes` (`tf.string [batch]`, encoded
+  JPEG/PNG/GIF/BMP) -> `probabilities` (float32 `[batch, classes]`),
+  `class_id` (int64 `[batch]`), `label` (string `[batch]`); regression
+  returns `prediction` (float32 `[batch]`) instead.
+- `serve_images`: `images` (float32 `[batch, height, width, 3]`, pixels in
+  [0, 255]) -> the same outputs.
+"""
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from sft_keras.data.images import decode_image_bytes
+from sft_keras.errors import ExportError
+from sft_keras.files import atomic_write_text, existing_versions, next_version
+from sft_keras.tasks import get_task
+
+
+def export_image_model(model, export_base, class_names, task, image_size, version=None,
+                       overwrite=False, info=None):
+    """Exports an image model as a versioned SavedModel taking encoded image bytes.
+
+    Args:
+        model: the trained `keras.Model` (float pixels in [0, 255] in).
+        export_base: str. The folder holding the versions (e.g.
+            `<workdir>/export`).
+        class_names: list of str, in class-index order (empty for regression).
+        task: str. `"classification"`, `"binary"` or `"regression"`.
+        image_size: `(height, width)` the model expects; served images are
+            resized to it exactly as in training.
+        version: int or None. The version to write; None means one more than
+            the highest existing version.
+        overwrite: bool. Replace `version` if it exists (else it is an error).
+        info: dict or None. Extra facts for `export_info.json` (e.g. metrics).
+
+    Returns:
+        str. The path of the written version folder.
+
+    Example:
+
+    >>> import tempfile, tensorflow as tf
+    >>> from sft_keras.config import get_default_config
+    >>> from sft_keras.models import build_image_model
+    >>> model = build_image_model(get_default_config(), num_classes=2)
+    >>> path = export_image_model(model, tempfile.mkdtemp(), ["cat", "dog"],
+    ...                           "classification", (32, 32))
+    >>> os.path.basename(path)
+    '1'
+    >>> png = tf.io.encode_png(tf.zeros((40, 40, 3), tf.uint8))
+    >>> out = tf.saved_model.load(path).signatures["serving_default"](
+    ...     image_bytes=tf.stack([png]))
+    >>> sorted(out)
+    ['class_id', 'label', 'probabilities']
+    """
+    height, width = image_size
+    os.makedirs(export_base, exist_ok=True)
+    if version is None:
+        version = next_version(export_base)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ExportError(f"Export version must be a positive integer. Received: version={version!r}")
+    final = os.path.join(export_base, str(version))
+    if os.path.exists(final) and not overwrite:
+        raise ExportError(
+            f"Export version {final!r} already exists (versions present: "
+            f"{existing_versions(export_base)}). Pass another version, or overwrite=True "
+            f"to replace it."
+        )
+
+    task_type = get_task(task)
+    class_names = list(class_names)
+
+    def serve_images(images):
+        return task_type.serving_outputs(model(images, training=False), class_names)
+
+    def serve_bytes(image_bytes):
+        images = tf.map_fn(
+            lambda b: decode_image_bytes(b, (height, width)),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32),
+        )
+        return serve_images(images)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default",
+        serve_bytes,
+        input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+    )
+    archive.add_endpoint(
+        "serve_images",
+        serve_images,
+        input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="images")],
+    )
+
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
+    try:
+        archive.write_out(tmp, verbose=False)
+        extra = os.path.join(tmp, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        atomic_write_text(os.path.join(extra, "labels.txt"), "".join(f"{c}\n" for c in class_names))
+        export_info = {
+            "task": task,
+            "modality": "image",
+            "inputs": {
+                "serving_default": {"image_bytes": "tf.string [batch], encoded JPEG/PNG/GIF/BMP"},
+                "serve_images": {"images": f"tf.float32 [batch, {height}, {width}, 3], 0-255"},
+            },
+            "image_size": [height, width],
+            "class_names": class_names,
+            "versions": _versions(),
+            **(info or {}),
+        }
+        atomic_write_text(os.path.join(extra, "export_info.json"), json.dumps(export_info, indent=2))
+        if os.path.exists(final):  # overwrite=True: move the old one aside first.
+            old = tempfile.mkdtemp(prefix=f".old-{version}-", dir=export_base)
+            os.rename(final, os.path.join(old, "v"))
+            os.rename(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _versions():
+    import sft_keras
+
+    return {
+        "sft_keras": sft_keras.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+    }

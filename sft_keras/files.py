@@ -1,0 +1,49 @@
+"""Atomic file writes and versioned directories: nothing half-written is ever left."""
+
+import os
+import tempfile
+
+
+def atomic_write_text(path, text):
+    """Writes `text` to `path` through a temporary file and an atomic rename.
+
+    A reader sees either the old file or the complete new one, never a
+    partial write, even if the process is killed.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def existing_versions(base_dir):
+    """Returns the sorted integer version numbers of `base_dir/<N>/` folders."""
+    if not os.path.isdir(base_dir):
+        return []
+    return sorted(
+        int(name)
+        for name in os.listdir(base_dir)
+        if name.isdigit() and os.path.isdir(os.path.join(base_dir, name))
+    )
+
+
+def next_version(base_dir):
+    """Returns one more than the highest existing version in `base_dir` (1 if none).
+
+    Example:
+
+    >>> import tempfile
+    >>> next_version(tempfile.mkdtemp())
+    1
+    """
+    versions = existing_versions(base_dir)
+    return versions[-1] + 1 if versions else 1

@@ -1,0 +1,140 @@
+"""Set which backbone layers train: by index, by name pattern, and BatchNorm.
+
+Keras freezes a layer with `layer.trainable = False`; a change only takes
+effect after the model is compiled again. A frozen BatchNormalization layer
+also runs in inference mode (Keras 3), which is what fine-tuning wants: its
+moving statistics stay those of the pretrained weights. Calling the backbone
+with `training=False` is NOT enough in Keras 3.15 when the backbone itself is
+trainable (keras-team/keras#20285), so BatchNorm layers are frozen one by one.
+"""
+
+import re
+
+import keras
+
+from sft_keras.errors import ConfigError
+
+_BATCHNORM_TYPES = (keras.layers.BatchNormalization,)
+
+
+def _walk(layer):
+    """Yields `layer`'s sublayers depth first (nested models included)."""
+    for sub in getattr(layer, "layers", []):
+        yield sub
+        yield from _walk(sub)
+
+
+def set_trainable(backbone, until=None, patterns=(), freeze_all=False, freeze_batchnorm=True):
+    """Freezes part of `backbone` and makes the rest trainable.
+
+    Args:
+        backbone: `keras.Model`. Its `layers` are indexed as Keras lists them
+            (the input layer is index 0).
+        until: int or None. Freeze `backbone.layers[:until]`; a negative value
+            counts from the end, so `until=-4` leaves the last 4 layers
+            trainable. Must satisfy `-len(layers) <= until <= len(layers)`.
+        patterns: sequence of str. Also freeze every layer whose name matches
+            one of these regular expressions (`re.search`).
+        freeze_all: bool. Freeze every backbone layer.
+        freeze_batchnorm: bool. Freeze every BatchNormalization layer, which
+            keeps it in inference mode with fixed moving statistics.
+
+    Returns:
+        List of the names of the frozen layers, in layer order.
+
+    Raises:
+        ConfigError: `until` is out of range, or a pattern matches no layer.
+
+    Example:
+
+    >>> from sft_keras.backbones import build_image_backbone
+    >>> vgg = build_image_backbone("vgg16", weights=None, input_shape=(32, 32, 3))
+    >>> frozen = set_trainable(vgg, until=15)  # Train only block 5.
+    >>> [layer.name for layer in vgg.layers if layer.trainable]
+    ['block5_conv1', 'block5_conv2', 'block5_conv3', 'block5_pool']
+    """
+    layers = backbone.layers
+    n = len(layers)
+    if until is not None and not -n <= until <= n:
+        raise ConfigError(
+            f"model.freeze.until is out of range for backbone {backbone.name!r}, "
+            f"which has {n} layers: use an index in [{-n}, {n}]. "
+            f"Received: model.freeze.until={until}"
+        )
+    backbone.trainable = True
+    for layer in _walk(backbone):
+        layer.trainable = True
+
+    frozen = set()
+    if freeze_all:
+        frozen.update(id(layer) for layer in layers)
+    if until is not None:
+        frozen.update(id(layer) for layer in layers[:until])
+    for pattern in patterns:
+        try:
+            regex = re.compile(pattern)
+        except re.error as e:
+            raise ConfigError(
+                f"model.freeze.patterns holds an invalid regular expression ({e}). "
+                f"Received: {pattern!r}"
+            ) from None
+        matches = [layer for layer in layers if regex.search(layer.name)]
+        if not matches:
+            examples = ", ".join(layer.name for layer in layers[:3] + layers[-3:])
+            raise ConfigError(
+                f"model.freeze.patterns entry {pattern!r} matches no layer of backbone "
+                f"{backbone.name!r} (layer names look like: {examples})."
+            )
+        frozen.update(id(layer) for layer in matches)
+
+    for layer in layers:
+        if id(layer) in frozen:
+            layer.trainable = False
+    if freeze_batchnorm:
+        for layer in _walk(backbone):
+            if isinstance(layer, _BATCHNORM_TYPES):
+                layer.trainable = False
+    return [layer.name for layer in layers if not layer.trainable]
+
+
+def _count(weights):
+    return int(sum(keras.ops.size(w) for w in weights))
+
+
+def trainable_summary(model):
+    """Returns a table of trainable vs frozen parameters per top-level layer.
+
+    Nested models (the backbone) count as one row, with how many of their
+    layers are trainable.
+
+    Example:
+
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> model.layers[0].trainable = False
+    >>> print(trainable_summary(model))
+    layer                  layers trainable    trainable params    frozen params
+    dense                           0/1                       0                8
+    total                                                     0                8
+    """
+    rows = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        sub = list(getattr(layer, "layers", [])) or [layer]
+        trainable_layers = sum(1 for s in sub if s.trainable and s.weights)
+        rows.append(
+            (
+                layer.name,
+                f"{trainable_layers}/{sum(1 for s in sub if s.weights)}",
+                _count(layer.trainable_weights),
+                _count(layer.non_trainable_weights),
+            )
+        )
+    lines = [f"{'layer':<22} {'layers trainable':>16} {'trainable params':>19} {'frozen params':>16}"]
+    for name, ratio, trainable, frozen in rows:
+        lines.append(f"{name:<22} {ratio:>16} {trainable:>19,} {frozen:>16,}")
+    total_t = sum(r[2] for r in rows)
+    total_f = sum(r[3] for r in rows)
+    lines.append(f"{'total':<22} {'':>16} {total_t:>19,} {total_f:>16,}")
+    return "\n".join(lines)

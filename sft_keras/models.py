@@ -1,0 +1,75 @@
+"""Build the fine-tuning model: inputs -> preprocessing -> backbone -> head."""
+
+import keras
+
+from sft_keras import freezing
+from sft_keras.backbones import ImagePreprocessing, build_image_backbone
+from sft_keras.heads import add_head
+from sft_keras.tasks import get_task
+
+
+def build_augmentation(augment_config):
+    """Returns the augmentation layers the config asks for (active in training only)."""
+    layers = []
+    if augment_config.flip != "none":
+        layers.append(keras.layers.RandomFlip(augment_config.flip, name="random_flip"))
+    if augment_config.rotation:
+        layers.append(keras.layers.RandomRotation(augment_config.rotation, name="random_rotation"))
+    if augment_config.zoom:
+        layers.append(keras.layers.RandomZoom(augment_config.zoom, name="random_zoom"))
+    return layers
+
+
+def build_image_model(config, num_classes):
+    """Builds the image model the config describes, with freezing applied.
+
+    The model takes float pixels in [0, 255], shape `[batch, height, width, 3]`
+    (what `tf.io.decode_image` gives, resized), so the backbone's own
+    preprocessing is part of the model and of every export.
+
+    Args:
+        config: a validated config (see `sft_keras.config`).
+        num_classes: int. Number of classes (1 for regression).
+
+    Returns:
+        An uncompiled functional `keras.Model`; its backbone is the nested
+        model named like the backbone (`model.get_layer(config.model.backbone)`).
+
+    Example:
+
+    >>> from sft_keras.config import get_default_config
+    >>> config = get_default_config()
+    >>> model = build_image_model(config, num_classes=10)
+    >>> model.output.shape
+    (None, 10)
+    """
+    height, width = config.data.image_size
+    backbone = build_image_backbone(
+        config.model.backbone, weights=config.model.weights, input_shape=(height, width, 3)
+    )
+    freeze = config.model.freeze
+    freezing.set_trainable(
+        backbone,
+        until=freeze.until,
+        patterns=freeze.patterns,
+        freeze_all=freeze.backbone,
+        freeze_batchnorm=freeze.batchnorm,
+    )
+
+    inputs = keras.Input((height, width, 3), name="image")
+    x = inputs
+    for layer in build_augmentation(config.data.augment):
+        x = layer(x)
+    x = ImagePreprocessing(config.model.backbone, name="preprocessing")(x)
+    x = backbone(x)
+    head = config.model.head
+    outputs = add_head(
+        x,
+        get_task(config.task),
+        num_classes,
+        pooling=head.pooling,
+        hidden_units=head.hidden_units,
+        activation=head.activation,
+        dropout=head.dropout,
+    )
+    return keras.Model(inputs, outputs, name=f"{config.model.backbone}_{config.task}")

@@ -1,0 +1,167 @@
+"""Fine-tune a model from a config file: the sft-train command.
+
+Usage:
+
+    sft-train --config=configs/quickstart.py --workdir=/tmp/sft_run
+    python -m sft_keras.train --config=configs/quickstart.py --workdir=/tmp/sft_run \\
+        --config.train.epochs=3
+
+The workdir receives:
+
+    config.json        the full resolved, validated config
+    labels.txt         class names in index order
+    checkpoints/       last.weights.h5, best.weights.h5, state.json
+    logs/              TensorBoard scalars (train/ and validation/)
+    training_log.csv   per-epoch losses and metrics
+    metrics.json       final evaluation of the best weights on the validation split
+    export/<N>/        a SavedModel for TF Serving; every run adds a new version
+"""
+
+import os
+import sys
+
+import keras
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from sft_keras import config as config_lib
+from sft_keras import data as data_lib
+from sft_keras import distribute, evaluate, export, freezing, models, optimizers
+from sft_keras.callbacks import AtomicCheckpoint
+from sft_keras.errors import SftError
+from sft_keras.files import atomic_write_text
+from sft_keras.tasks import get_task
+
+
+def build_callbacks(config, workdir):
+    """Returns the Keras callbacks for a run: checkpoints, TensorBoard, CSV log, early stop."""
+    task = get_task(config.task)
+    monitor, mode = config.train.monitor, task.monitor_mode(config.train.monitor)
+    callbacks = [
+        AtomicCheckpoint(os.path.join(workdir, "checkpoints"), monitor=monitor, mode=mode),
+        keras.callbacks.TensorBoard(log_dir=os.path.join(workdir, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(workdir, "training_log.csv")),
+    ]
+    if config.train.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor,
+                mode=mode,
+                patience=config.train.early_stopping_patience,
+                restore_best_weights=True,
+                verbose=1,
+            )
+        )
+    return callbacks
+
+
+def train_and_evaluate(config, workdir):
+    """Runs the whole spine: config -> data -> model -> fit -> evaluate -> export.
+
+    Args:
+        config: `ConfigDict` (see `sft_keras.config.get_default_config`).
+        workdir: str. Where every output of the run is written.
+
+    Returns:
+        dict: the final metrics, plus `export_path` when export is enabled.
+
+    Example:
+
+    >>> import tempfile
+    >>> from sft_keras.config import get_default_config
+    >>> config = get_default_config()
+    >>> config.train.epochs = 1
+    >>> metrics = train_and_evaluate(config, tempfile.mkdtemp())  # doctest: +SKIP
+    """
+    config = config_lib.validate_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    atomic_write_text(os.path.join(workdir, "config.json"), config_lib.config_to_json(config) + "\n")
+    keras.utils.set_random_seed(config.seed)
+
+    # === Data (read and checked before any model is built) ===
+    data = data_lib.load_image_data(config.data, config.task, config.seed)
+    atomic_write_text(os.path.join(workdir, "labels.txt"), "".join(f"{c}\n" for c in data.class_names))
+    logging.info(
+        "Data: %d training and %d validation examples, classes: %s",
+        len(data.train), len(data.validation), data.class_names,
+    )
+    pipeline = dict(
+        image_size=config.data.image_size,
+        batch_size=config.train.batch_size,
+        task=config.task,
+        cache=config.data.cache,
+        shuffle_buffer=config.data.shuffle_buffer,
+        seed=config.seed,
+    )
+    train_ds = data_lib.make_image_dataset(data.train, training=True, **pipeline)
+    validation_ds = data_lib.make_image_dataset(data.validation, training=False, **pipeline)
+
+    # === Model ===
+    task = get_task(config.task)
+    strategy = distribute.get_strategy(config.runtime)
+    with strategy.scope():
+        model = models.build_image_model(config, num_classes=max(len(data.class_names), 1))
+        model.compile(
+            optimizer=optimizers.build_optimizer(config.train),
+            loss=task.loss(),
+            metrics=task.metrics(),
+        )
+    print(freezing.trainable_summary(model), flush=True)
+
+    # === Fit ===
+    callbacks = build_callbacks(config, workdir)
+    model.fit(
+        train_ds,
+        validation_data=validation_ds,
+        epochs=config.train.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # The dataset shuffles itself, seeded.
+        verbose=2 if os.environ.get("CI") else "auto",  # No progress bars in CI logs.
+    )
+    best = callbacks[0].best_path
+    if os.path.exists(best):
+        model.load_weights(best)
+
+    # === Evaluate ===
+    metrics = evaluate.evaluate_model(model, validation_ds, len(data.validation), "validation")
+    evaluate.write_metrics(metrics, workdir)
+    logging.info("Validation metrics: %s", metrics)
+
+    # === Export ===
+    if config.export.enabled:
+        metrics["export_path"] = export.export_image_model(
+            model,
+            os.path.join(workdir, "export"),
+            class_names=data.class_names,
+            task=config.task,
+            image_size=config.data.image_size,
+            info={"backbone": config.model.backbone, "metrics": dict(metrics)},
+        )
+        logging.info("Exported SavedModel to %s", metrics["export_path"])
+    return metrics
+
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path of a config file (configs/*.py) with a get_config() function."
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs, metrics and exports.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except SftError as e:
+        sys.exit(f"sft-train: error: {e}")
+    print(f"Done. Metrics: {metrics}")
+
+
+def run():
+    """Entry point of the `sft-train` console script."""
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
