@@ -145,13 +145,25 @@ def validate_config(config):
         config = config_dict.ConfigDict(config)
     default = get_default_config()
     _check_known_keys(config, default, prefix="")
-    # Fill in keys the config leaves out, then re-lock.
+    # Fill in keys the config leaves out.
     merged = get_default_config()
-    merged.unlock()
-    merged.update(config.to_dict())
-    merged.lock()
+    _merge_values(merged, config.to_dict(), prefix="")
     _check_values(merged)
     return merged
+
+
+def _merge_values(target, values, prefix):
+    # Like `target.update(values)`, but a value of the wrong type is a ConfigError
+    # naming the full key (ml_collections raises a TypeError naming the leaf only).
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(target[key], config_dict.ConfigDict):
+            _merge_values(target[key], value, prefix=f"{path}.")
+            continue
+        try:
+            target[key] = value
+        except TypeError:
+            _fail(path, value, f"must be of type {target.get_type(key).__name__}")
 
 
 def _check_known_keys(config, default, prefix):
@@ -218,8 +230,8 @@ def _check_values(c):
         value = d.augment[key]
         if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
             _fail(f"data.augment.{key}", value, "must be a number in [0, 1)")
-    if c.task == "regression" and d.source != "csv":
-        _fail("data.source", d.source, "must be 'csv' for task='regression' (labels are numbers)")
+    if c.task == "regression" and d.source == "image_folder":
+        _fail("data.source", d.source, "must be 'csv' or 'digits' for task='regression' (labels are numbers)")
 
     m = c.model
     backbones.get_backbone_spec(m.backbone)  # Raises, listing the known names.

@@ -55,7 +55,9 @@ def export_image_model(model, export_base, class_names, task, image_size, versio
     >>> import tempfile, tensorflow as tf
     >>> from sft_keras.config import get_default_config
     >>> from sft_keras.models import build_image_model
-    >>> model = build_image_model(get_default_config(), num_classes=2)
+    >>> config = get_default_config()
+    >>> config.model.backbone = "small_cnn"
+    >>> model = build_image_model(config, num_classes=2)
     >>> path = export_image_model(model, tempfile.mkdtemp(), ["cat", "dog"],
     ...                           "classification", (32, 32))
     >>> os.path.basename(path)

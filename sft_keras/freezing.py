@@ -110,11 +110,11 @@ def trainable_summary(model):
     Example:
 
     >>> import keras
-    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
     >>> model.layers[0].trainable = False
     >>> print(trainable_summary(model))
     layer                  layers trainable    trainable params    frozen params
-    dense                           0/1                       0                8
+    dense                               0/1                   0                8
     total                                                     0                8
     """
     rows = []

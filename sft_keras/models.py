@@ -39,6 +39,7 @@ def build_image_model(config, num_classes):
 
     >>> from sft_keras.config import get_default_config
     >>> config = get_default_config()
+    >>> config.model.backbone = "small_cnn"
     >>> model = build_image_model(config, num_classes=10)
     >>> model.output.shape
     (None, 10)

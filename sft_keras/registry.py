@@ -15,7 +15,7 @@ class Registry:
     Example:
 
     >>> optimizers = Registry("optimizer", config_key="train.optimizer")
-    >>> optimizers.register("sgd", lambda lr: f"SGD({lr})")
+    >>> _ = optimizers.register("sgd", lambda lr: f"SGD({lr})")
     >>> optimizers.get("sgd")(0.1)
     'SGD(0.1)'
     >>> optimizers.get("adm")

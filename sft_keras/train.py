@@ -20,7 +20,9 @@ The workdir receives:
 import os
 import sys
 
-import keras
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Hide TF's C++ info lines; keep warnings.
+
+import keras  # noqa: E402
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -157,10 +159,22 @@ def main(argv):
     print(f"Done. Metrics: {metrics}")
 
 
+def _parse_flags(argv):
+    """Parses flags; a bad config file or override is one error line, not a traceback."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"sft-train: error: {e}\nRun with --helpfull to see every flag.")
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        # ml_collections raises these for unknown keys and badly typed overrides.
+        message = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
+        sys.exit(f"sft-train: error: bad --config value or override: {message}")
+
+
 def run():
     """Entry point of the `sft-train` console script."""
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ examples into tf.data datasets.
 
 import csv
 import dataclasses
+import io
+import math
 import os
 
 import numpy as np
@@ -82,7 +84,7 @@ def read_image_folder(path, class_names=None, skip_unknown_files=False):
             training classes; a subfolder outside them is an error.
         skip_unknown_files: bool. Skip (with a warning) files whose extension
             is not one of `IMAGE_EXTENSIONS` instead of raising. Hidden files
-            (`.DS_Store`) are always skipped.
+            and folders (`.DS_Store`, `.ipynb_checkpoints/`) are always skipped.
 
     Returns:
         `ImageExamples` with file paths, sorted within each class.
@@ -110,7 +112,12 @@ def read_image_folder(path, class_names=None, skip_unknown_files=False):
     for name in folder_classes:
         class_dir = os.path.join(path, name)
         files = []
-        for root, _, filenames in sorted(os.walk(class_dir)):
+        walk = []
+        for root, dirnames, filenames in os.walk(class_dir):
+            # Skip hidden folders too (.ipynb_checkpoints, thumbnail caches).
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            walk.append((root, filenames))
+        for root, filenames in sorted(walk):
             for filename in sorted(filenames):
                 if filename.startswith("."):
                     continue
@@ -156,18 +163,26 @@ def read_csv_manifest(path, path_column="path", label_column="label", task="clas
         `ImageExamples` with file paths.
     """
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        for key, column in (("data.path_column", path_column), ("data.label_column", label_column)):
-            if column not in columns:
-                raise DataError(
-                    f"CSV file {path!r} has no column {column!r} ({key}). "
-                    f"Columns found: {columns}."
-                )
-        rows = []
-        for row in reader:
-            rows.append((reader.line_num, row[path_column], row[label_column]))
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column name.
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: not valid UTF-8 (byte {raw[e.start:e.start + 1]!r} at offset "
+            f"{e.start}). Save the file as UTF-8."
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    columns = reader.fieldnames or []
+    for key, column in (("data.path_column", path_column), ("data.label_column", label_column)):
+        if column not in columns:
+            raise DataError(
+                f"CSV file {path!r} has no column {column!r} ({key}). "
+                f"Columns found: {columns}."
+            )
+    rows = [(reader.line_num, row[path_column], row[label_column]) for row in reader]
     if not rows:
         raise DataError(f"CSV file {path!r} has no data rows.")
 
@@ -188,9 +203,11 @@ def read_csv_manifest(path, path_column="path", label_column="label", task="clas
         for line, label in raw_labels:
             try:
                 labels.append(float(label))
+                if not math.isfinite(labels[-1]):
+                    raise ValueError(label)  # nan/inf would make the loss nan.
             except ValueError:
                 raise DataError(
-                    f"{path}:{line}: task='regression' needs a numeric label. "
+                    f"{path}:{line}: task='regression' needs a finite numeric label. "
                     f"Received: {label_column}={label!r}"
                 ) from None
         return ImageExamples(images, np.asarray(labels, np.float32), [])
@@ -310,6 +327,8 @@ def load_image_data(data_config, task, seed):
     """
     if data_config.source == "digits":
         examples = load_digits()
+        if task == "regression":  # Regress the digit's value.
+            examples = ImageExamples(examples.images, examples.labels.astype(np.float32), [])
     else:
         examples = _read(data_config.path, data_config, task)
     if len(examples) == 0:

@@ -1,0 +1,80 @@
+"""Model assembly: heads per task, augmentation, and the seed recipes' shapes."""
+
+import importlib.util
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from sft_keras.config import get_default_config, validate_config
+from sft_keras.models import build_image_model
+
+from conftest import REPO_ROOT
+
+
+def _load_config(name, arg=None):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def test_seed_001_vgg16_recipe():
+    config = _load_config("vgg16_image_folder", "runlocal")
+    model = build_image_model(validate_config(config), num_classes=10)
+    vgg = model.get_layer("vgg16")
+    assert [layer.name for layer in vgg.layers if layer.trainable] == [
+        "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"
+    ]
+    head = [layer for layer in model.layers if layer.name.startswith(("flatten", "head_dense", "head_output"))]
+    assert [type(layer).__name__ for layer in head] == ["Flatten", "Dense", "Dense"]
+    assert head[1].units == 1024 and head[1].activation.__name__ == "relu"
+    assert head[2].units == 10 and head[2].activation.__name__ == "softmax"
+    assert {"random_flip", "random_rotation", "random_zoom"} <= {layer.name for layer in model.layers}
+
+
+def test_seed_002_resnet50_regression_recipe():
+    config = validate_config(_load_config("resnet50_regression", "runlocal"))
+    model = build_image_model(config, num_classes=1)
+    output = model.get_layer("head_output")
+    assert output.units == 1 and output.activation.__name__ == "linear"
+    resnet = model.get_layer("resnet50")
+    assert resnet.layers[143].name == "conv5_block1_1_conv" and resnet.layers[143].trainable
+    assert not resnet.layers[142].trainable
+    assert not any(l.trainable for l in resnet.layers if isinstance(l, keras.layers.BatchNormalization))
+
+
+@pytest.mark.parametrize("task,classes,units,activation", [
+    ("classification", 4, 4, "softmax"), ("binary", 2, 1, "sigmoid"), ("regression", 1, 1, "linear"),
+])
+@pytest.mark.parametrize("pooling", ["avg", "max", "flatten"])
+def test_heads_per_task_and_pooling(task, classes, units, activation, pooling):
+    config = get_default_config()
+    config.task = task
+    config.model.backbone = "small_cnn"
+    config.model.head.pooling = pooling
+    config.model.head.hidden_units = (16, 8)
+    config.model.head.dropout = 0.2
+    model = build_image_model(config, classes)
+    assert model.output.shape == (None, units)
+    assert model.get_layer("head_output").activation.__name__ == activation
+    assert [model.get_layer(f"head_dense_{i}").units for i in range(2)] == [16, 8]
+    outputs = model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0)
+    if activation == "softmax":
+        np.testing.assert_allclose(outputs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_augmentation_is_active_only_in_training():
+    config = get_default_config()
+    config.model.backbone = "small_cnn"
+    config.data.augment.flip = "horizontal_and_vertical"
+    config.data.augment.rotation = 0.2
+    keras.utils.set_random_seed(0)
+    model = build_image_model(config, 3)
+    x = np.random.RandomState(0).rand(8, 32, 32, 3).astype("float32") * 255
+    np.testing.assert_allclose(model(x, training=False), model(x, training=False))
+    for name in ("random_flip", "random_rotation"):
+        layer = model.get_layer(name)
+        np.testing.assert_array_equal(layer(x, training=False), x)
+        assert not np.allclose(layer(x, training=True), x)
