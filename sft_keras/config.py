@@ -19,7 +19,8 @@ from sft_keras.errors import ConfigError
 
 TASKS = ("classification", "binary", "regression")
 IMAGE_SOURCES = ("image_folder", "csv", "digits")
-POOLINGS = ("avg", "max", "flatten")
+TEXT_SOURCES = ("text_file", "text_folder", "tfds", "chatterbot")
+POOLINGS = ("avg", "max", "flatten", "cls")
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 
 
@@ -45,10 +46,13 @@ def get_default_config():
 
     # === Data ===
     c.data = config_dict.ConfigDict()
-    # 'image_folder': one subfolder per class; 'csv': a manifest with a path and a
-    # label column; 'digits': scikit-learn's 8x8 handwritten digits (offline demo).
+    # Images: 'image_folder' (one subfolder per class), 'csv' (a manifest with a
+    # path and a label column), 'digits' (scikit-learn's 8x8 digits, offline demo).
+    # Text: 'text_file' (CSV/TSV/JSONL, by extension), 'text_folder' (one
+    # subfolder of .txt files per class), 'tfds' (a TFDS dataset by name),
+    # 'chatterbot' (chatterbot-corpus topic classification, offline demo).
     c.data.source = "digits"
-    c.data.path = ""  # The image folder or CSV file.
+    c.data.path = ""  # The image folder, CSV manifest, text file or text folder.
     # Optional separate validation folder/CSV; when empty, `validation_split` of
     # the training examples is held out (stratified, deterministic by `seed`).
     c.data.validation_path = ""
@@ -62,6 +66,22 @@ def get_default_config():
     # Decode every image once before training, so a corrupt file is reported by
     # name before the first step instead of failing mid-epoch.
     c.data.validate_images = True
+    # Text: the text column(s) — one, or two for sentence pairs (NLI, MRPC) —
+    # and, when the validation file names them differently, its own columns.
+    c.data.text_columns = ("text",)
+    c.data.validation_text_columns = ()
+    c.data.sequence_length = 128  # Tokens per example, [CLS] and [SEP] included.
+    # Train on a seeded, stratified subset of N training examples (0: all).
+    c.data.max_train_examples = 0
+    # TFDS ('tfds' source): dataset name, the data_dir holding prepared data,
+    # splits, and the feature keys. Never downloads unless tfds_download=True.
+    c.data.tfds_name = ""
+    c.data.tfds_data_dir = ""
+    c.data.tfds_train_split = "train"
+    c.data.tfds_validation_split = ""  # Empty: hold out validation_split of train.
+    c.data.tfds_download = False
+    # 'chatterbot' source: the topics (YAML file names) to classify.
+    c.data.topics = ("ai", "coding", "emotion", "literature", "psychology", "trivia")
     c.data.cache = True  # Cache decoded images in memory after the first epoch.
     c.data.shuffle_buffer = 2048
     c.data.augment = config_dict.ConfigDict()
@@ -72,9 +92,14 @@ def get_default_config():
     # === Model ===
     c.model = config_dict.ConfigDict()
     c.model.backbone = "mobilenet_v2"  # A name from sft_keras.backbones.
-    # None (random init), 'imagenet' (downloads; needs network), or the path of
-    # a local weights file (.weights.h5 saved by Keras, or a keras.applications .h5).
+    # Images: None (random init), 'imagenet' (downloads; needs network), or the
+    # path of a local weights file (.weights.h5 saved by Keras, or a
+    # keras.applications .h5).
     c.model.weights = config_dict.placeholder(str)
+    # Text ('bert' backbone): a keras-hub preset name (downloads; needs network),
+    # a local keras-hub preset folder, or a local Hugging Face checkpoint folder
+    # (config.json + model.safetensors + vocab.txt).
+    c.model.preset = ""
     c.model.freeze = config_dict.ConfigDict()
     # Freeze backbone.layers[:until]; negative values count from the end
     # (until=-4 leaves the last 4 layers trainable). None freezes nothing by index.
@@ -86,7 +111,9 @@ def get_default_config():
     # right when fine-tuning pretrained weights. Set False to train from scratch.
     c.model.freeze.batchnorm = True
     c.model.head = config_dict.ConfigDict()
-    c.model.head.pooling = "avg"  # One of POOLINGS.
+    # 'avg' (mean over positions, or over non-padding tokens for text), 'max',
+    # 'flatten' (images), 'cls' (text: the encoder's pooled [CLS] output).
+    c.model.head.pooling = "avg"
     c.model.head.hidden_units = ()  # e.g. (1024,) for Flatten -> Dense(1024) -> out.
     c.model.head.activation = "relu"
     c.model.head.dropout = 0.0  # Dropout before each hidden and the output Dense.
@@ -202,48 +229,88 @@ def _check_values(c):
     if isinstance(c.seed, bool) or not isinstance(c.seed, int):
         _fail("seed", c.seed, "must be an integer")
 
+    m = c.model
+    spec = backbones.get_backbone_spec(m.backbone)  # Raises, listing the known names.
     d = c.data
-    _one_of("data.source", d.source, IMAGE_SOURCES)
-    if d.source in ("image_folder", "csv"):
+    sources = IMAGE_SOURCES if spec.modality == "image" else TEXT_SOURCES
+    if d.source not in sources:
+        _fail(
+            "data.source",
+            d.source,
+            f"must be one of {', '.join(repr(s) for s in sources)} for the {spec.modality} "
+            f"backbone model.backbone={m.backbone!r}",
+        )
+    if d.source in ("image_folder", "csv", "text_file", "text_folder"):
         if not d.path:
             _fail("data.path", d.path, f"must be set when data.source={d.source!r}")
         if not os.path.exists(d.path):
             _fail("data.path", d.path, "does not exist")
-        if d.source == "image_folder" and not os.path.isdir(d.path):
+        if d.source in ("image_folder", "text_folder") and not os.path.isdir(d.path):
             _fail("data.path", d.path, "must be a folder with one subfolder per class")
         if d.source == "csv" and not os.path.isfile(d.path):
             _fail("data.path", d.path, "must be a CSV file")
+        if d.source == "text_file" and not os.path.isfile(d.path):
+            _fail("data.path", d.path, "must be a CSV, TSV or JSONL file")
     if d.validation_path and not os.path.exists(d.validation_path):
         _fail("data.validation_path", d.validation_path, "does not exist")
-    if not d.validation_path and not 0.0 < d.validation_split < 1.0:
-        _fail("data.validation_split", d.validation_split, "must be in (0, 1)")
-    size = tuple(d.image_size) if isinstance(d.image_size, (tuple, list)) else None
-    if (
-        size is None
-        or len(size) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 32 for s in size)
-    ):
-        _fail("data.image_size", d.image_size, "must be (height, width), each an integer >= 32")
+    if not d.validation_path and not (d.source == "tfds" and d.tfds_validation_split):
+        if not 0.0 < d.validation_split < 1.0:
+            _fail("data.validation_split", d.validation_split, "must be in (0, 1)")
     _positive_int("data.shuffle_buffer", d.shuffle_buffer)
-    _one_of("data.augment.flip", d.augment.flip, FLIP_MODES)
-    for key in ("rotation", "zoom"):
-        value = d.augment[key]
-        if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-            _fail(f"data.augment.{key}", value, "must be a number in [0, 1)")
-    if c.task == "regression" and d.source == "image_folder":
-        _fail("data.source", d.source, "must be 'csv' or 'digits' for task='regression' (labels are numbers)")
+    if c.task == "regression" and d.source in ("image_folder", "text_folder", "chatterbot"):
+        _fail("data.source", d.source, "cannot hold numeric labels for task='regression'")
 
-    m = c.model
-    backbones.get_backbone_spec(m.backbone)  # Raises, listing the known names.
-    if m.weights not in (None, "imagenet"):
-        if not isinstance(m.weights, str) or not os.path.isfile(m.weights):
+    if spec.modality == "image":
+        size = tuple(d.image_size) if isinstance(d.image_size, (tuple, list)) else None
+        if (
+            size is None
+            or len(size) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 32 for s in size)
+        ):
+            _fail("data.image_size", d.image_size, "must be (height, width), each an integer >= 32")
+        _one_of("data.augment.flip", d.augment.flip, FLIP_MODES)
+        for key in ("rotation", "zoom"):
+            value = d.augment[key]
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                _fail(f"data.augment.{key}", value, "must be a number in [0, 1)")
+        if m.weights not in (None, "imagenet"):
+            if not isinstance(m.weights, str) or not os.path.isfile(m.weights):
+                _fail(
+                    "model.weights",
+                    m.weights,
+                    "must be None, 'imagenet', or the path of an existing weights file",
+                )
+            if not m.weights.endswith(".h5"):
+                _fail("model.weights", m.weights, "must be a Keras weights file ending in .h5")
+        _one_of("model.head.pooling", m.head.pooling, ("avg", "max", "flatten"))
+    else:
+        columns = d.text_columns
+        if isinstance(columns, str) or len(columns) not in (1, 2) or not all(
+            isinstance(col, str) and col for col in columns
+        ):
+            _fail("data.text_columns", columns, "must be a tuple of one or two column names")
+        if d.validation_text_columns and len(d.validation_text_columns) != len(columns):
             _fail(
-                "model.weights",
-                m.weights,
-                "must be None, 'imagenet', or the path of an existing weights file",
+                "data.validation_text_columns",
+                d.validation_text_columns,
+                f"must name as many columns as data.text_columns={tuple(columns)}",
             )
-        if not m.weights.endswith(".h5"):
-            _fail("model.weights", m.weights, "must be a Keras weights file ending in .h5")
+        if isinstance(d.sequence_length, bool) or not isinstance(d.sequence_length, int) or (
+            d.sequence_length < 4
+        ):
+            _fail("data.sequence_length", d.sequence_length, "must be an integer >= 4")
+        if isinstance(d.max_train_examples, bool) or not isinstance(d.max_train_examples, int) or (
+            d.max_train_examples < 0
+        ):
+            _fail("data.max_train_examples", d.max_train_examples, "must be an integer >= 0")
+        if d.source == "tfds" and not d.tfds_name:
+            _fail("data.tfds_name", d.tfds_name, "must name a TFDS dataset when data.source='tfds'")
+        if not m.preset:
+            _fail("model.preset", m.preset, "must name a keras-hub preset or a local folder")
+        if m.weights is not None:
+            _fail("model.weights", m.weights, "is for image backbones; use model.preset for text")
+        _one_of("model.head.pooling", m.head.pooling, ("avg", "max", "cls"))
+
     if m.freeze.until is not None and (
         isinstance(m.freeze.until, bool) or not isinstance(m.freeze.until, int)
     ):
@@ -252,7 +319,6 @@ def _check_values(c):
         isinstance(p, str) for p in m.freeze.patterns
     ):
         _fail("model.freeze.patterns", m.freeze.patterns, "must be a tuple of regular expressions")
-    _one_of("model.head.pooling", m.head.pooling, POOLINGS)
     for units in m.head.hidden_units:
         _positive_int("model.head.hidden_units[i]", units)
     if not isinstance(m.head.dropout, (int, float)) or not 0.0 <= m.head.dropout < 1.0:

@@ -6,7 +6,7 @@ The export layout is TF Serving's: `<export_base>/<version>/` holding
 renamed into place, so TF Serving never sees a half-written model, and an
 existing version is never replaced unless asked.
 
-Image signatures:
+Image signatures (`export_image_model`):
 - `serving_default`: `image_bytes` (`tf.string [batch]`, encoded
   JPEG/PNG/GIF/BMP) -> `probabilities` (float32 `[batch, classes]`),
   `class_id` (int64 `[batch]`), `label` (string `[batch]`); regression
@@ -69,19 +69,6 @@ def export_image_model(model, export_base, class_names, task, image_size, versio
     ['class_id', 'label', 'probabilities']
     """
     height, width = image_size
-    os.makedirs(export_base, exist_ok=True)
-    if version is None:
-        version = next_version(export_base)
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ExportError(f"Export version must be a positive integer. Received: version={version!r}")
-    final = os.path.join(export_base, str(version))
-    if os.path.exists(final) and not overwrite:
-        raise ExportError(
-            f"Export version {final!r} already exists (versions present: "
-            f"{existing_versions(export_base)}). Pass another version, or overwrite=True "
-            f"to replace it."
-        )
-
     task_type = get_task(task)
     class_names = list(class_names)
 
@@ -108,7 +95,98 @@ def export_image_model(model, export_base, class_names, task, image_size, versio
         serve_images,
         input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="images")],
     )
+    inputs = {
+        "serving_default": {"image_bytes": "tf.string [batch], encoded JPEG/PNG/GIF/BMP"},
+        "serve_images": {"images": f"tf.float32 [batch, {height}, {width}, 3], 0-255"},
+    }
+    info = {"modality": "image", "image_size": [height, width], **(info or {})}
+    return write_export(archive, export_base, class_names, task, inputs, info, version, overwrite)
 
+
+def export_text_model(model, preprocessor, export_base, class_names, task, num_texts=1,
+                      version=None, overwrite=False, info=None):
+    """Exports a text model as a versioned SavedModel taking raw strings.
+
+    Signatures:
+    - `serving_default`: `text` (`tf.string [batch]`; pair tasks also
+      `text_pair`) -> `probabilities`, `class_id`, `label` (or `prediction`).
+    - `serve_tokens`: `token_ids`, `segment_ids`, `padding_mask` (int32
+      `[batch, sequence_length]`) -> the same outputs, for clients that
+      tokenize themselves.
+
+    The tokenizer inside `serving_default` is keras-hub's, so loading the
+    export needs `import tensorflow_text` first.
+
+    Args:
+        model: the trained text `keras.Model` (token dict in).
+        preprocessor: the keras-hub preprocessor used in training.
+        export_base: str. The folder holding the versions.
+        class_names: list of str (empty for regression).
+        task: str. `"classification"`, `"binary"` or `"regression"`.
+        num_texts: int. 1, or 2 for sentence-pair tasks.
+        version, overwrite, info: as in `export_image_model`.
+
+    Returns:
+        str. The path of the written version folder.
+    """
+    from sft_keras.data.pipeline import TEXT_INPUTS, _to_int32
+
+    task_type = get_task(task)
+    class_names = list(class_names)
+    length = preprocessor.sequence_length
+
+    def serve_tokens(token_ids, segment_ids, padding_mask):
+        features = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
+        return task_type.serving_outputs(model(features, training=False), class_names)
+
+    def serve_text(*texts):
+        features = _to_int32(preprocessor(x=texts if len(texts) > 1 else texts[0]))
+        return serve_tokens(**features)
+
+    text_names = ["text", "text_pair"][:num_texts]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(preprocessor)
+    archive.add_endpoint(
+        "serving_default",
+        serve_text,
+        input_signature=[tf.TensorSpec([None], tf.string, name=n) for n in text_names],
+    )
+    archive.add_endpoint(
+        "serve_tokens",
+        serve_tokens,
+        input_signature=[tf.TensorSpec([None, length], tf.int32, name=n) for n in TEXT_INPUTS],
+    )
+    inputs = {
+        "serving_default": {n: "tf.string [batch], raw text" for n in text_names},
+        "serve_tokens": {n: f"tf.int32 [batch, {length}]" for n in TEXT_INPUTS},
+    }
+    info = {"modality": "text", "sequence_length": length, **(info or {})}
+    return write_export(archive, export_base, class_names, task, inputs, info, version, overwrite)
+
+
+def write_export(archive, export_base, class_names, task, inputs, info, version=None,
+                 overwrite=False):
+    """Writes `archive` to `<export_base>/<version>/` atomically, with `assets.extra/`.
+
+    The SavedModel goes to a temporary folder beside the target and is renamed
+    into place; an existing version is an `ExportError` unless `overwrite`.
+
+    Returns:
+        str. The path of the written version folder.
+    """
+    os.makedirs(export_base, exist_ok=True)
+    if version is None:
+        version = next_version(export_base)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ExportError(f"Export version must be a positive integer. Received: version={version!r}")
+    final = os.path.join(export_base, str(version))
+    if os.path.exists(final) and not overwrite:
+        raise ExportError(
+            f"Export version {final!r} already exists (versions present: "
+            f"{existing_versions(export_base)}). Pass another version, or overwrite=True "
+            f"to replace it."
+        )
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
     try:
         archive.write_out(tmp, verbose=False)
@@ -117,15 +195,10 @@ def export_image_model(model, export_base, class_names, task, image_size, versio
         atomic_write_text(os.path.join(extra, "labels.txt"), "".join(f"{c}\n" for c in class_names))
         export_info = {
             "task": task,
-            "modality": "image",
-            "inputs": {
-                "serving_default": {"image_bytes": "tf.string [batch], encoded JPEG/PNG/GIF/BMP"},
-                "serve_images": {"images": f"tf.float32 [batch, {height}, {width}, 3], 0-255"},
-            },
-            "image_size": [height, width],
-            "class_names": class_names,
+            "inputs": inputs,
+            "class_names": list(class_names),
             "versions": _versions(),
-            **(info or {}),
+            **info,
         }
         atomic_write_text(os.path.join(extra, "export_info.json"), json.dumps(export_info, indent=2))
         if os.path.exists(final):  # overwrite=True: move the old one aside first.

@@ -3,7 +3,13 @@
 import keras
 
 from sft_keras import freezing
-from sft_keras.backbones import ImagePreprocessing, build_image_backbone
+from sft_keras.backbones import (
+    ImagePreprocessing,
+    MaskedAveragePooling,
+    MaskedMaxPooling,
+    build_image_backbone,
+)
+from sft_keras.data.pipeline import TEXT_INPUTS
 from sft_keras.heads import add_head
 from sft_keras.tasks import get_task
 
@@ -69,6 +75,57 @@ def build_image_model(config, num_classes):
         get_task(config.task),
         num_classes,
         pooling=head.pooling,
+        hidden_units=head.hidden_units,
+        activation=head.activation,
+        dropout=head.dropout,
+    )
+    return keras.Model(inputs, outputs, name=f"{config.model.backbone}_{config.task}")
+
+
+def build_text_model(config, backbone, num_classes):
+    """Builds a text model around a keras-hub encoder, with freezing applied.
+
+    The model takes the token dict the pipeline produces (`token_ids`,
+    `segment_ids`, `padding_mask`, int32 `[batch, sequence_length]`), pools
+    the encoder output (`model.head.pooling`: `"avg"` is the mean over
+    non-padding tokens, `"max"` their maximum, `"cls"` the encoder's pooled
+    [CLS] output) and adds the Dense head.
+
+    Args:
+        config: a validated config.
+        backbone: a keras-hub encoder such as `keras_hub.models.BertBackbone`.
+            Its `layers` are indexed for freezing as Keras lists them:
+            inputs, embeddings, `transformer_layer_0..N-1`, `pooled_dense`.
+        num_classes: int. Number of classes (1 for regression).
+
+    Returns:
+        An uncompiled functional `keras.Model`.
+    """
+    freeze = config.model.freeze
+    freezing.set_trainable(
+        backbone,
+        until=freeze.until,
+        patterns=freeze.patterns,
+        freeze_all=freeze.backbone,
+        freeze_batchnorm=freeze.batchnorm,
+    )
+    head = config.model.head
+    if head.pooling != "cls" and "pooled_dense" in [layer.name for layer in backbone.layers]:
+        # The [CLS] pooler is not on the path to the output: nothing to train.
+        backbone.get_layer("pooled_dense").trainable = False
+    length = config.data.sequence_length
+    inputs = {name: keras.Input((length,), dtype="int32", name=name) for name in TEXT_INPUTS}
+    encoded = backbone(inputs)
+    if head.pooling == "cls":
+        x = encoded["pooled_output"]
+    elif head.pooling == "max":
+        x = MaskedMaxPooling(name="max_pool")(encoded["sequence_output"], inputs["padding_mask"])
+    else:
+        x = MaskedAveragePooling(name="avg_pool")(encoded["sequence_output"], inputs["padding_mask"])
+    outputs = add_head(
+        x,
+        get_task(config.task),
+        num_classes,
         hidden_units=head.hidden_units,
         activation=head.activation,
         dropout=head.dropout,

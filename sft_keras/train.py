@@ -14,6 +14,7 @@ The workdir receives:
     logs/              TensorBoard scalars (train/ and validation/)
     training_log.csv   per-epoch losses and metrics
     metrics.json       final evaluation of the best weights on the validation split
+    classification_report.txt/.json   per-class precision, recall, F1, support
     export/<N>/        a SavedModel for TF Serving; every run adds a new version
 """
 
@@ -28,7 +29,7 @@ from ml_collections import config_flags
 
 from sft_keras import config as config_lib
 from sft_keras import data as data_lib
-from sft_keras import distribute, evaluate, export, freezing, models, optimizers
+from sft_keras import backbones, distribute, evaluate, export, freezing, models, optimizers
 from sft_keras.callbacks import AtomicCheckpoint
 from sft_keras.errors import SftError
 from sft_keras.files import atomic_write_text
@@ -57,8 +58,68 @@ def build_callbacks(config, workdir):
     return callbacks
 
 
+def _image_inputs(config):
+    """Image data, datasets, a model builder and an exporter for one run."""
+    data = data_lib.load_image_data(config.data, config.task, config.seed)
+    pipeline = dict(
+        image_size=config.data.image_size,
+        batch_size=config.train.batch_size,
+        task=config.task,
+        cache=config.data.cache,
+        shuffle_buffer=config.data.shuffle_buffer,
+        seed=config.seed,
+    )
+    train_ds = data_lib.make_image_dataset(data.train, training=True, **pipeline)
+    validation_ds = data_lib.make_image_dataset(data.validation, training=False, **pipeline)
+
+    def build_model(num_classes):
+        return models.build_image_model(config, num_classes)
+
+    def export_model(model, export_base, info):
+        return export.export_image_model(
+            model, export_base, data.class_names, config.task, config.data.image_size, info=info
+        )
+
+    return data, train_ds, validation_ds, build_model, export_model
+
+
+def _text_inputs(config):
+    """Text data, tokenized datasets, a model builder and an exporter for one run."""
+    name, preset = config.model.backbone, config.model.preset
+    tokenizer = backbones.load_text_tokenizer(name, preset)  # Fails fast on a bad preset.
+    data = data_lib.load_text_data(config.data, config.task, config.seed)
+    preprocessor = backbones.make_preprocessor(tokenizer, config.data.sequence_length)
+    pipeline = dict(
+        preprocessor=preprocessor,
+        batch_size=config.train.batch_size,
+        task=config.task,
+        cache=config.data.cache,
+        shuffle_buffer=config.data.shuffle_buffer,
+        seed=config.seed,
+    )
+    train_ds = data_lib.make_text_dataset(data.train, training=True, **pipeline)
+    validation_ds = data_lib.make_text_dataset(data.validation, training=False, **pipeline)
+
+    def build_model(num_classes):
+        backbone = backbones.build_text_backbone(name, preset)
+        backbones.make_preprocessor(tokenizer, config.data.sequence_length, backbone)  # Checks length.
+        return models.build_text_model(config, backbone, num_classes)
+
+    def export_model(model, export_base, info):
+        num_texts = 2 if len(config.data.text_columns) == 2 else 1
+        return export.export_text_model(
+            model, preprocessor, export_base, data.class_names, config.task,
+            num_texts=num_texts, info=info,
+        )
+
+    return data, train_ds, validation_ds, build_model, export_model
+
+
 def train_and_evaluate(config, workdir):
     """Runs the whole spine: config -> data -> model -> fit -> evaluate -> export.
+
+    Image backbones read images; text backbones (keras-hub encoders) read
+    text and tokenize it in the pipeline. Everything else is shared.
 
     Args:
         config: `ConfigDict` (see `sft_keras.config.get_default_config`).
@@ -79,30 +140,22 @@ def train_and_evaluate(config, workdir):
     os.makedirs(workdir, exist_ok=True)
     atomic_write_text(os.path.join(workdir, "config.json"), config_lib.config_to_json(config) + "\n")
     keras.utils.set_random_seed(config.seed)
+    modality = backbones.get_backbone_spec(config.model.backbone).modality
 
     # === Data (read and checked before any model is built) ===
-    data = data_lib.load_image_data(config.data, config.task, config.seed)
+    inputs = _image_inputs if modality == "image" else _text_inputs
+    data, train_ds, validation_ds, build_model, export_model = inputs(config)
     atomic_write_text(os.path.join(workdir, "labels.txt"), "".join(f"{c}\n" for c in data.class_names))
     logging.info(
         "Data: %d training and %d validation examples, classes: %s",
         len(data.train), len(data.validation), data.class_names,
     )
-    pipeline = dict(
-        image_size=config.data.image_size,
-        batch_size=config.train.batch_size,
-        task=config.task,
-        cache=config.data.cache,
-        shuffle_buffer=config.data.shuffle_buffer,
-        seed=config.seed,
-    )
-    train_ds = data_lib.make_image_dataset(data.train, training=True, **pipeline)
-    validation_ds = data_lib.make_image_dataset(data.validation, training=False, **pipeline)
 
     # === Model ===
     task = get_task(config.task)
     strategy = distribute.get_strategy(config.runtime)
     with strategy.scope():
-        model = models.build_image_model(config, num_classes=max(len(data.class_names), 1))
+        model = build_model(max(len(data.class_names), 1))
         model.compile(
             optimizer=optimizers.build_optimizer(config.train),
             loss=task.loss(),
@@ -126,19 +179,18 @@ def train_and_evaluate(config, workdir):
 
     # === Evaluate ===
     metrics = evaluate.evaluate_model(model, validation_ds, len(data.validation), "validation")
+    if config.task != "regression":
+        metrics.update(evaluate.write_classification_report(
+            model, validation_ds, data.validation.labels, data.class_names, config.task, workdir
+        ))
     evaluate.write_metrics(metrics, workdir)
     logging.info("Validation metrics: %s", metrics)
 
     # === Export ===
     if config.export.enabled:
-        metrics["export_path"] = export.export_image_model(
-            model,
-            os.path.join(workdir, "export"),
-            class_names=data.class_names,
-            task=config.task,
-            image_size=config.data.image_size,
-            info={"backbone": config.model.backbone, "metrics": dict(metrics)},
-        )
+        info = {"backbone": config.model.backbone, "preset": config.model.preset,
+                "metrics": dict(metrics)}
+        metrics["export_path"] = export_model(model, os.path.join(workdir, "export"), info)
         logging.info("Exported SavedModel to %s", metrics["export_path"])
     return metrics
 

@@ -223,9 +223,9 @@ def test_config_file_loads_and_validates(path):
         assert config_to_json(validated) == config_to_json(config)
 
 
-def test_quickstart_runlocal_is_one_epoch():
-    path = os.path.join(REPO_ROOT, "configs", "quickstart.py")
-    spec = importlib.util.spec_from_file_location("quickstart_runlocal", path)
+def test_digits_runlocal_is_one_epoch():
+    path = os.path.join(REPO_ROOT, "configs", "digits.py")
+    spec = importlib.util.spec_from_file_location("digits_runlocal", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.get_config("runlocal").train.epochs == 1
@@ -239,7 +239,7 @@ def _run_train(tmp_path, *overrides):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CI="1")
     args = [
         sys.executable, "-m", "sft_keras.train",
-        "--config=configs/quickstart.py",
+        "--config=configs/digits.py",
         f"--workdir={tmp_path / 'workdir'}",
         *overrides,
     ]

@@ -41,7 +41,7 @@ def trained_workdir(tmp_path_factory):
     command = shutil.which("sft-train") or "sft-train"
     result = run_cli([
         command,
-        f"--config={os.path.join(REPO_ROOT, 'configs', 'quickstart.py')}",
+        f"--config={os.path.join(REPO_ROOT, 'configs', 'digits.py')}",
         f"--workdir={workdir}",
         "--config.data.source=image_folder",
         f"--config.data.path={images}",
@@ -135,7 +135,7 @@ def test_bad_data_fails_before_training(tmp_path):
     with open(os.path.join(images, "vertical", "broken.jpg"), "wb") as f:
         f.write(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     result = run_cli([
-        "python", "-m", "sft_keras.train", "--config=configs/quickstart.py",
+        "python", "-m", "sft_keras.train", "--config=configs/digits.py",
         f"--workdir={tmp_path / 'workdir'}", "--config.data.source=image_folder",
         f"--config.data.path={images}",
     ])

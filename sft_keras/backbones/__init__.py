@@ -1,7 +1,7 @@
 """Pretrained backbones by name.
 
-`BACKBONES` maps a name to a `BackboneSpec`; image backbones come from
-`keras.applications`. Text encoders (keras-hub) join the same registry.
+`BACKBONES` maps a name to a `BackboneSpec`: image backbones from
+`keras.applications`, text encoders from keras-hub.
 """
 
 from sft_keras.backbones.registry import BACKBONES, BackboneSpec, get_backbone_spec
@@ -10,7 +10,22 @@ from sft_keras.backbones.images import (
     build_image_backbone,
 )
 
+from sft_keras.backbones.text import (
+    MaskedAveragePooling,
+    MaskedMaxPooling,
+    build_text_backbone,
+    load_text_tokenizer,
+    make_preprocessor,
+    save_tiny_bert_preset,
+)
+
 __all__ = [
+    "MaskedAveragePooling",
+    "MaskedMaxPooling",
+    "build_text_backbone",
+    "load_text_tokenizer",
+    "make_preprocessor",
+    "save_tiny_bert_preset",
     "BACKBONES",
     "BackboneSpec",
     "ImagePreprocessing",

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from sft_keras.data.split import split_examples
 from sft_keras.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -238,44 +239,6 @@ def load_digits():
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     images = np.repeat(images[..., None], 3, axis=-1)
     return ImageExamples(images, digits.target.astype(np.int32), [str(i) for i in range(10)])
-
-
-def split_examples(examples, validation_fraction, seed, stratify=True):
-    """Splits examples into train and validation, deterministically for a seed.
-
-    With `stratify`, each class keeps the same fraction in validation (at
-    least one example of each class with two or more examples).
-
-    Returns:
-        `(train, validation)` `ImageExamples`.
-    """
-    rng = np.random.RandomState(seed)
-    n = len(examples)
-    if stratify:
-        val_idx = []
-        for label in np.unique(examples.labels):
-            idx = np.flatnonzero(examples.labels == label)
-            idx = idx[rng.permutation(len(idx))]
-            k = int(round(len(idx) * validation_fraction))
-            if len(idx) >= 2:
-                k = min(max(k, 1), len(idx) - 1)
-            else:
-                k = 0
-            val_idx.extend(idx[:k].tolist())
-        val_mask = np.zeros(n, bool)
-        val_mask[val_idx] = True
-    else:
-        order = rng.permutation(n)
-        val_mask = np.zeros(n, bool)
-        val_mask[order[: int(round(n * validation_fraction))]] = True
-    train_idx = np.flatnonzero(~val_mask)
-    val_idx = np.flatnonzero(val_mask)
-    if len(train_idx) == 0 or len(val_idx) == 0:
-        raise DataError(
-            f"Cannot split {n} example(s) into train and validation with "
-            f"data.validation_split={validation_fraction}; add data or set data.validation_path."
-        )
-    return examples.subset(train_idx), examples.subset(val_idx)
 
 
 def check_images_decode(paths):

@@ -51,3 +51,55 @@ def make_image_dataset(examples, image_size, batch_size, task="classification", 
     if training:
         ds = ds.shuffle(min(shuffle_buffer, len(labels)), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+TEXT_INPUTS = ("token_ids", "segment_ids", "padding_mask")
+
+
+def _to_int32(features):
+    # A bool padding_mask breaks gradient aggregation under MirroredStrategy
+    # ("Value for attr 'T' of bool ... AddN"); int32 everywhere avoids it.
+    return {name: tf.cast(features[name], tf.int32) for name in TEXT_INPUTS}
+
+
+def make_text_dataset(examples, preprocessor, batch_size, task="classification", training=False,
+                      cache=True, shuffle_buffer=2048, seed=0, tokenize_batch_size=1024):
+    """Returns a batched `tf.data.Dataset` of `(token dict, label)` for a text model.
+
+    Texts are tokenized in large batches in graph mode (keras-hub's
+    preprocessor, parallel `map`), once: the token ids are cached in memory
+    when `cache`, then shuffled (seeded, every epoch) when `training`,
+    batched and prefetched.
+
+    Args:
+        examples: `sft_keras.data.TextExamples`; `texts` of shape `[n]`, or
+            `[n, 2]` for sentence pairs.
+        preprocessor: a keras-hub text classifier preprocessor, e.g. from
+            `sft_keras.backbones.make_preprocessor`.
+        batch_size: int. Global batch size.
+        task: str. Labels are int32 for `"classification"`, float32 `[n, 1]`
+            otherwise.
+        training: bool. Shuffle.
+        cache: bool. Cache the token ids in memory.
+        shuffle_buffer: int. Shuffle buffer size.
+        seed: int. Shuffle seed.
+        tokenize_batch_size: int. Texts per tokenizer call.
+    """
+    texts = np.asarray(examples.texts, dtype=object)
+    label_dtype = np.int32 if task == "classification" else np.float32
+    labels = np.asarray(examples.labels, label_dtype)
+    if task != "classification":
+        labels = labels[:, None]
+    if texts.ndim == 2:
+        features = tuple(texts[:, i].astype(str).tolist() for i in range(texts.shape[1]))
+    else:
+        features = texts.astype(str).tolist()
+    ds = tf.data.Dataset.from_tensor_slices((features, labels))
+    ds = ds.batch(tokenize_batch_size)
+    ds = ds.map(lambda x, y: (_to_int32(preprocessor(x=x)), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.unbatch().apply(tf.data.experimental.assert_cardinality(len(labels)))
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(min(shuffle_buffer, len(labels)), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
