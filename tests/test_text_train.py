@@ -162,3 +162,23 @@ def test_missing_text_column_fails_before_training(tiny_preset, tmp_path):
     assert "sft-train: error:" in result.stderr and "'sentence'" in result.stderr
     assert "['text', 'label']" in result.stderr
     assert "Epoch 1" not in result.stdout
+
+
+def test_text_regression_learns_a_numeric_target(tiny_preset, tmp_path):
+    rng = np.random.RandomState(1)
+    path = tmp_path / "scores.jsonl"
+    with open(path, "w") as f:
+        for _ in range(64):
+            k = rng.randint(0, 4)  # The target: how many times "good" appears.
+            words = ["good"] * k + list(rng.choice(FILLER, size=6 - k))
+            rng.shuffle(words)
+            f.write(json.dumps({"text": " ".join(words), "label": float(k)}) + "\n")
+    config = _config(tiny_preset, str(path), epochs=10, learning_rate=5e-3)
+    config.task = "regression"
+    config.train.monitor = "val_mae"
+    metrics = train_and_evaluate(config, str(tmp_path / "workdir"))
+    assert metrics["mae"] < 0.8, metrics  # Predicting the mean (1.5) gives MAE ~1.0.
+    serve = tf.saved_model.load(metrics["export_path"]).signatures["serving_default"]
+    out = serve(text=tf.constant(["good good good the film", "the film was a plot"]))
+    assert set(out) == {"prediction"}
+    assert out["prediction"].numpy()[0] > out["prediction"].numpy()[1]

