@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from sft_keras.data.images import decode_image_bytes
 from sft_keras.errors import ExportError
-from sft_keras.files import atomic_write_text, existing_versions, next_version
+from sft_keras.files import atomic_write_text, default_mode, existing_versions, next_version
 from sft_keras.tasks import get_task
 
 
@@ -201,6 +201,7 @@ def write_export(archive, export_base, class_names, task, inputs, info, version=
             **info,
         }
         atomic_write_text(os.path.join(extra, "export_info.json"), json.dumps(export_info, indent=2))
+        os.chmod(tmp, default_mode(directory=True))  # mkdtemp made it private (0700).
         if os.path.exists(final):  # overwrite=True: move the old one aside first.
             old = tempfile.mkdtemp(prefix=f".old-{version}-", dir=export_base)
             os.rename(final, os.path.join(old, "v"))

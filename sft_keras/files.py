@@ -4,6 +4,17 @@ import os
 import tempfile
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory=False):
+    """Permissions a plain `open()`/`mkdir()` would give (temp files get 0600/0700)."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
 def atomic_write_text(path, text):
     """Writes `text` to `path` through a temporary file and an atomic rename.
 
@@ -18,6 +29,7 @@ def atomic_write_text(path, text):
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

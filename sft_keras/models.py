@@ -14,6 +14,17 @@ from sft_keras.heads import add_head
 from sft_keras.tasks import get_task
 
 
+def apply_freeze_config(backbone, freeze_config):
+    """Applies the `model.freeze` config to `backbone` (see `freezing.set_trainable`)."""
+    return freezing.set_trainable(
+        backbone,
+        until=freeze_config.until,
+        patterns=freeze_config.patterns,
+        freeze_all=freeze_config.backbone,
+        freeze_batchnorm=freeze_config.batchnorm,
+    )
+
+
 def build_augmentation(augment_config):
     """Returns the augmentation layers the config asks for (active in training only)."""
     layers = []
@@ -54,14 +65,7 @@ def build_image_model(config, num_classes):
     backbone = build_image_backbone(
         config.model.backbone, weights=config.model.weights, input_shape=(height, width, 3)
     )
-    freeze = config.model.freeze
-    freezing.set_trainable(
-        backbone,
-        until=freeze.until,
-        patterns=freeze.patterns,
-        freeze_all=freeze.backbone,
-        freeze_batchnorm=freeze.batchnorm,
-    )
+    apply_freeze_config(backbone, config.model.freeze)
 
     inputs = keras.Input((height, width, 3), name="image")
     x = inputs
@@ -101,14 +105,7 @@ def build_text_model(config, backbone, num_classes):
     Returns:
         An uncompiled functional `keras.Model`.
     """
-    freeze = config.model.freeze
-    freezing.set_trainable(
-        backbone,
-        until=freeze.until,
-        patterns=freeze.patterns,
-        freeze_all=freeze.backbone,
-        freeze_batchnorm=freeze.batchnorm,
-    )
+    apply_freeze_config(backbone, config.model.freeze)
     head = config.model.head
     if head.pooling != "cls" and "pooled_dense" in [layer.name for layer in backbone.layers]:
         # The [CLS] pooler is not on the path to the output: nothing to train.

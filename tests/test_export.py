@@ -85,3 +85,12 @@ def test_versions_increment_and_are_never_overwritten_silently(tmp_path):
     export_image_model(model, base, ["x", "y"], "classification", (32, 32), version=1,
                        overwrite=True)
     assert sorted(os.listdir(base)) == ["1", "2"]  # No temporary folders left behind.
+
+
+def test_export_is_readable_by_other_users(tmp_path):
+    # A TF Serving process often runs as another user: no private temp-dir modes.
+    model = _model("classification", 2)
+    path = export_image_model(model, str(tmp_path), ["x", "y"], "classification", (32, 32))
+    assert os.stat(path).st_mode & 0o005 == 0o005
+    info = os.path.join(path, "assets.extra", "export_info.json")
+    assert os.stat(info).st_mode & 0o004

@@ -17,6 +17,7 @@ import tensorflow as tf
 from absl import logging
 
 from sft_keras.data.split import split_examples
+from sft_keras.data.folders import list_class_files
 from sft_keras.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -90,43 +91,11 @@ def read_image_folder(path, class_names=None, skip_unknown_files=False):
     Returns:
         `ImageExamples` with file paths, sorted within each class.
     """
-    if not os.path.isdir(path):
-        raise DataError(f"Image folder not found. Received: data.path={path!r}")
-    folder_classes = sorted(
-        d for d in os.listdir(path) if not d.startswith(".") and os.path.isdir(os.path.join(path, d))
-    )
-    if not folder_classes:
-        raise DataError(
-            f"Image folder {path!r} has no class subfolders; expected one subfolder "
-            f"per class (e.g. {path}/cats/001.jpg)."
-        )
-    if class_names is None:
-        class_names = folder_classes
-    else:
-        unknown = sorted(set(folder_classes) - set(class_names))
-        if unknown:
-            raise DataError(
-                f"Folder {path!r} has classes the training data does not: {unknown}. "
-                f"Training classes: {list(class_names)}."
-            )
+    class_names, files_by_class = list_class_files(path, class_names, kind="Image")
     images, labels, unknown_files = [], [], []
-    for name in folder_classes:
-        class_dir = os.path.join(path, name)
-        files = []
-        walk = []
-        for root, dirnames, filenames in os.walk(class_dir):
-            # Skip hidden folders too (.ipynb_checkpoints, thumbnail caches).
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            walk.append((root, filenames))
-        for root, filenames in sorted(walk):
-            for filename in sorted(filenames):
-                if filename.startswith("."):
-                    continue
-                file_path = os.path.join(root, filename)
-                if filename.lower().endswith(IMAGE_EXTENSIONS):
-                    files.append(file_path)
-                else:
-                    unknown_files.append(file_path)
+    for name, class_dir, all_files in files_by_class:
+        files = [f for f in all_files if f.lower().endswith(IMAGE_EXTENSIONS)]
+        unknown_files.extend(f for f in all_files if not f.lower().endswith(IMAGE_EXTENSIONS))
         if not files:
             raise DataError(
                 f"Class folder {class_dir!r} has no images (extensions "

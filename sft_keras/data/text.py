@@ -23,6 +23,7 @@ import re
 
 import numpy as np
 
+from sft_keras.data.folders import list_class_files
 from sft_keras.data.split import limit_examples, split_examples
 from sft_keras.errors import ConfigError, DataError
 
@@ -365,47 +366,18 @@ def read_text_folder(path, class_names=None):
             only whitespace), or is not UTF-8; or a class is not among
             `class_names`. The message names the folder or file.
     """
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise DataError(f"Text folder not found. Received: {path!r}")
-    folder_classes = sorted(
-        d for d in os.listdir(path)
-        if not d.startswith(".") and os.path.isdir(os.path.join(path, d))
+    class_names, files_by_class = list_class_files(
+        path, class_names, kind="Text", example="001" + TEXT_FILE_EXTENSION
     )
-    if not folder_classes:
-        raise DataError(
-            f"Text folder {path!r} has no class subfolders; expected one subfolder per "
-            f"class (e.g. {os.path.join(path, 'positive', '001.txt')})."
-        )
-    if class_names is None:
-        class_names = folder_classes
-    else:
-        unknown = sorted(set(folder_classes) - set(class_names))
-        if unknown:
-            raise DataError(
-                f"Folder {path!r} has classes the training data does not: {unknown}. "
-                f"Training classes: {list(class_names)}."
-            )
     texts, labels = [], []
-    for name in folder_classes:
-        class_dir = os.path.join(path, name)
-        walk = []
-        for root, dirnames, filenames in os.walk(class_dir):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            walk.append((root, filenames))
-        files = []
-        for root, filenames in sorted(walk):
-            for filename in sorted(filenames):
-                if filename.startswith("."):
-                    continue
-                file_path = os.path.join(root, filename)
-                if not filename.lower().endswith(TEXT_FILE_EXTENSION):
-                    raise DataError(
-                        f"File {file_path!r} in text folder {path!r} is not a "
-                        f"{TEXT_FILE_EXTENSION} file. Every example must be a UTF-8 "
-                        f"{TEXT_FILE_EXTENSION} file; move or remove it."
-                    )
-                files.append(file_path)
+    for name, class_dir, files in files_by_class:
+        for file_path in files:
+            if not file_path.lower().endswith(TEXT_FILE_EXTENSION):
+                raise DataError(
+                    f"File {file_path!r} in text folder {path!r} is not a "
+                    f"{TEXT_FILE_EXTENSION} file. Every example must be a UTF-8 "
+                    f"{TEXT_FILE_EXTENSION} file; move or remove it."
+                )
         if not files:
             raise DataError(
                 f"Class folder {class_dir!r} has no {TEXT_FILE_EXTENSION} files; "
