@@ -14,7 +14,7 @@ Expected (measured with the command above on 2 CPU cores, shared with other
 work): dev accuracy 0.837 (macro F1 0.837) on all 872 dev sentences after 2
 epochs on 4,000 training sentences; 12 min 38 s wall time, peak memory
 2.5 GB. `:runlocal` trains on 1,000 sentences for 1 epoch (the slow test's
-setting).
+setting; measured dev accuracy 0.776).
 """
 
 import importlib.util

@@ -67,6 +67,7 @@ normalization and matches exactly.
 
 import functools
 import os
+import re
 import unicodedata
 
 import tensorflow as tf
@@ -477,14 +478,15 @@ class CoreBertTokenizer(tf.Module):
 
         keep = [PUNCTUATION_REGEX] + ([CJK_REGEX] if self.split_on_cjk else [])
         if self.special_tokens:
-            self._special_regex = "|".join(_re2_escape(t) for t in self.special_tokens)
+            self._special_regex = "|".join(re.escape(t) for t in self.special_tokens)
             keep.insert(0, self._special_regex)
         else:
             self._special_regex = None
         # One pass: kept delimiters get spaces around them (group 1), dropped
         # ones become spaces; RE2 alternation is leftmost-first, as in
-        # `tf_text.regex_split`.
-        self._split_regex = "(" + "|".join(keep) + ")|" + WHITESPACE_REGEX
+        # `tf_text.regex_split`. `tf_text.regex_split` also ignores everything
+        # from the first NUL character on (C-string semantics): so do we.
+        self._split_regex = "(" + "|".join(keep) + r")|(?s:\x00.*)|" + WHITESPACE_REGEX
         self._eager_tokenize = None
 
     @classmethod
@@ -583,17 +585,21 @@ class CoreBertTokenizer(tf.Module):
 
     # Implementation.
 
-    def _tokenize(self, strings):
+    def _pretokenize(self, strings):
+        """Normalized words: a `tf.RaggedTensor` of strings `[batch, None]`."""
         text = strings
         if self.strip_accents:
             text = _on_non_ascii(text, lambda s: _map_chars(s, self._nfd_table))
             text = tf.strings.regex_replace(text, r"\p{Mn}", "")
         text = tf.strings.regex_replace(text, self._split_regex, r" \1 ")
         words = tf.strings.split(text)
-        flat = words.flat_values
         if self.lowercase:
-            flat = self._casefold(flat)
-        pieces = self._wordpiece(flat)
+            words = words.with_flat_values(self._casefold(words.flat_values))
+        return words
+
+    def _tokenize(self, strings):
+        words = self._pretokenize(strings)
+        pieces = self._wordpiece(words.flat_values)
         ids = tf.RaggedTensor.from_row_splits(pieces, words.row_splits, validate=False)
         return ids.merge_dims(1, 2)
 
@@ -640,7 +646,7 @@ class CoreBertTokenizer(tf.Module):
         words_column = words[:, None]
 
         def step(pos, alive, failed, pieces):
-            start = tf.broadcast_to(pos[:, None], shape)
+            start = pos[:, None] + tf.zeros_like(length_grid)
             candidates = tf.strings.substr(words_column, start, length_grid, unit="UTF8_CHAR")
             prefix = tf.where(pos > 0, self.suffix_indicator, "")
             candidates = tf.strings.join([tf.broadcast_to(prefix[:, None], shape), candidates])
@@ -661,9 +667,3 @@ class CoreBertTokenizer(tf.Module):
             shape_invariants=(tf.TensorShape([None]), tf.TensorShape([None]),
                               tf.TensorShape([None]), tf.TensorShape([None, None])))
         return pieces, failed
-
-
-def _re2_escape(text):
-    """Escapes `text` for a literal RE2 match."""
-    return "".join(c if c.isalnum() or c == "_" else "\\" + c if ord(c) < 128 else c
-                   for c in text)

@@ -38,4 +38,4 @@ def test_sst2_subset_fine_tuning(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.load(open(workdir / "metrics.json"))
     assert metrics["num_examples"] == 872  # The whole dev set.
-    assert metrics["accuracy"] > 0.75, metrics  # Majority class is about 0.51.
+    assert metrics["accuracy"] > 0.70, metrics  # Measured 0.776; majority class ~0.51.
