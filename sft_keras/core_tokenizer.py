@@ -442,9 +442,10 @@ class CoreBertTokenizer(tf.Module):
         self.max_bytes_per_word = int(max_bytes_per_word)
         self.special_tokens = list(special_tokens or []) if special_tokens_in_strings else []
 
-        token_to_id = {}
-        for i, token in enumerate(vocabulary):
-            token_to_id[token] = i  # The last duplicate wins, as in keras-hub.
+        token_to_id = {token: i for i, token in enumerate(vocabulary)}
+        if len(token_to_id) != len(vocabulary):
+            # As `tf_text.FastWordpieceTokenizer` (so keras-hub) requires.
+            raise ValueError("Tokens in the vocabulary must be unique.")
         for token, what in ((oov_token, "oov_token"), (cls_token, "cls_token"),
                             (sep_token, "sep_token"), (pad_token, "pad_token")):
             if token not in token_to_id:
@@ -487,7 +488,7 @@ class CoreBertTokenizer(tf.Module):
         # `tf_text.regex_split`. `tf_text.regex_split` also ignores everything
         # from the first NUL character on (C-string semantics): so do we.
         self._split_regex = "(" + "|".join(keep) + r")|(?s:\x00.*)|" + WHITESPACE_REGEX
-        self._eager_tokenize = None
+        self._eager = _EagerFunctions(self)
 
     @classmethod
     def from_keras_hub(cls, tokenizer, **kwargs):
@@ -545,11 +546,7 @@ class CoreBertTokenizer(tf.Module):
         if strings.shape.rank == 0:
             return self.tokenize(strings[None])[0]
         if tf.executing_eagerly():
-            if self._eager_tokenize is None:
-                self._eager_tokenize = tf.function(
-                    self._tokenize, input_signature=[tf.TensorSpec([None], tf.string)],
-                    autograph=False)
-            return self._eager_tokenize(strings)
+            return self._eager.tokenize(strings)
         return self._tokenize(strings)
 
     def preprocess(self, texts, text_pairs=None, sequence_length=None):
@@ -572,18 +569,27 @@ class CoreBertTokenizer(tf.Module):
             pairs = None if text_pairs is None else tf.convert_to_tensor(text_pairs)[None]
             outputs = self.preprocess(texts[None], pairs, sequence_length)
             return {key: value[0] for key, value in outputs.items()}
-        ids = self.tokenize(texts)
-        special = (self.cls_token_id, self.sep_token_id, self.pad_token_id)
-        if text_pairs is None:
-            return pack_inputs(ids, sequence_length, *special)
-        return pack_input_pairs(ids, self.tokenize(text_pairs), sequence_length, *special,
-                                truncate=self.truncate)
+        if text_pairs is not None:
+            text_pairs = tf.convert_to_tensor(text_pairs, tf.string)
+        if tf.executing_eagerly():
+            if text_pairs is None:
+                return self._eager.preprocess(texts, sequence_length)
+            return self._eager.preprocess_pairs(texts, text_pairs, sequence_length)
+        return self._preprocess(texts, text_pairs, sequence_length)
 
     def __call__(self, texts, text_pairs=None, sequence_length=None):
         """Same as `preprocess`."""
         return self.preprocess(texts, text_pairs, sequence_length)
 
     # Implementation.
+
+    def _preprocess(self, texts, text_pairs, sequence_length):
+        ids = self._tokenize(texts)
+        special = (self.cls_token_id, self.sep_token_id, self.pad_token_id)
+        if text_pairs is None:
+            return pack_inputs(ids, sequence_length, *special)
+        return pack_input_pairs(ids, self._tokenize(text_pairs), sequence_length, *special,
+                                truncate=self.truncate)
 
     def _pretokenize(self, strings):
         """Normalized words: a `tf.RaggedTensor` of strings `[batch, None]`."""
@@ -667,3 +673,21 @@ class CoreBertTokenizer(tf.Module):
             shape_invariants=(tf.TensorShape([None]), tf.TensorShape([None]),
                               tf.TensorShape([None]), tf.TensorShape([None, None])))
         return pieces, failed
+
+
+class _EagerFunctions:
+    """`tf.function`s for eager callers, kept out of `tf.Module` tracking.
+
+    A `tf.function` attribute of a `tf.Module` would be saved with it; these
+    only exist to make eager calls fast, so they are held by a plain object.
+    """
+
+    def __init__(self, tokenizer):
+        strings = tf.TensorSpec([None], tf.string)
+        self.tokenize = tf.function(tokenizer._tokenize, input_signature=[strings],
+                                    autograph=False)
+        self.preprocess = tf.function(
+            lambda texts, sequence_length: tokenizer._preprocess(texts, None, sequence_length),
+            autograph=False, reduce_retracing=True)
+        self.preprocess_pairs = tf.function(tokenizer._preprocess, autograph=False,
+                                            reduce_retracing=True)

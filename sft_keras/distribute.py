@@ -11,10 +11,18 @@ def _one_device():
 
 
 def _mirrored():
-    # All GPUs when there are any, else every logical CPU device (tests split the
-    # CPU into two logical devices to exercise this path without a GPU).
-    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-    return tf.distribute.MirroredStrategy([d.name for d in devices])
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return tf.distribute.MirroredStrategy([d.name for d in gpus])
+    # No GPU: every logical CPU device (tests split the CPU into two). Reduce
+    # through one device rather than with collective ops: collective instance
+    # keys restart with every new strategy, so a second MirroredStrategy in the
+    # same process (a notebook, a test suite) fails with "Shape mismatch in the
+    # collective instance".
+    cpus = tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy(
+        [d.name for d in cpus], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
 
 
 STRATEGIES = Registry("strategy", config_key="runtime.strategy")
