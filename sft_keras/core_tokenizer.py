@@ -17,7 +17,8 @@ The pipeline mirrors keras-hub's `pretokenize` + `FastWordpieceTokenizer`:
 2. Split on the same RE2 classes as keras-hub: ASCII whitespace (RE2 `\\s`),
    `\\p{Cc}` and `\\p{Cf}` are dropped; ASCII non-alphanumerics, `\\p{P}` and,
    with `split_on_cjk`, the CJK ideograph ranges of the original BERT are kept
-   as one-character words. keras-hub also surrounds CJK characters with spaces
+   as one-character words. Like `tf_text.regex_split` (C strings), text from
+   the first NUL character on is ignored. keras-hub also surrounds CJK characters with spaces
    *before* NFD; that step is redundant because NFD maps no CJK character
    outside those ranges and no other character into them (checked against
    Python's Unicode data).
@@ -39,8 +40,11 @@ identity (ASCII is never in them). tensorflow-text 2.21 normalizes with a newer
 ICU (Unicode 16.0), so for the ~145 characters assigned after Unicode 14 that
 normalize non-trivially (e.g. U+A7CB, U+1CCD6..., U+1E030..., U+11383) the
 Unicode 16.0 mappings are embedded below and used where the running Python
-does not know the character. With these, every single code point (all 1.1M)
-normalizes exactly as keras-hub does; the test suite checks it exhaustively.
+does not know the character. With these, every code point (all 1.1M, alone
+and between other characters, in all four lowercase/strip_accents settings)
+pre-tokenizes to exactly keras-hub's words; the test suite re-checks planes
+0, 1 and 14 fully and planes 2-3 (CJK ideographs) in part; the rest are
+unassigned or private use.
 
 Known divergences. Per-character normalization plus adjacent-pair composition
 equals whole-string NFD / NFKC_Casefold except for these inputs, all of which
@@ -63,6 +67,16 @@ need several combining marks in a row (not produced by ordinary text):
 
 `lowercase=False, strip_accents=False` (cased BERT) involves no Unicode
 normalization and matches exactly.
+
+The reference is keras-hub's TensorFlow path. keras-hub 0.32's plain eager
+call runs a pure-Python re-implementation instead, which agrees with it (and
+so with this module) except on text containing NUL (Python path: a separator)
+and on characters newer than the running Python's Unicode data.
+
+Table sizes (entries, all non-identity): WordPiece vocabulary; with
+`strip_accents`, NFD: ~2.1k (~13.3k without `lowercase`: Hangul syllables
+must then stay decomposed); with `lowercase`, case folding: ~8.7k (~10.5k
+without `strip_accents`) and compositions: ~12.1k (11.2k of them Hangul).
 """
 
 import functools
@@ -241,46 +255,66 @@ def _map_chars(strings, table):
     return tf.strings.reduce_join(chars.with_flat_values(flat), axis=-1)
 
 
-def _on_non_ascii(strings, fn):
-    """Applies `fn` (1-D strings -> 1-D strings) to the non-ASCII elements only."""
-    ascii_only = tf.strings.regex_full_match(strings, r"[\x00-\x7F]*")
-    index = tf.where(tf.logical_not(ascii_only))
-    subset = tf.gather_nd(strings, index)
-    return tf.tensor_scatter_nd_update(strings, index, fn(subset))
+def _on_non_ascii(strings, fn, any_non_ascii):
+    """Applies `fn` (1-D strings -> 1-D strings) to the non-ASCII elements only.
+
+    `any_non_ascii` (scalar bool) False skips all of it: the common case.
+    """
+
+    def apply():
+        index = tf.where(tf.logical_not(_is_ascii(strings)))
+        subset = tf.gather_nd(strings, index)
+        return tf.tensor_scatter_nd_update(strings, index, fn(subset))
+
+    return tf.cond(any_non_ascii, apply, lambda: strings)
 
 
-def _compose(words, table, max_rounds=4):
+def _is_ascii(strings):
+    return tf.strings.regex_full_match(strings, r"[\x00-\x7F]*")
+
+
+def _char_class(chars):
+    """An RE2 character class matching exactly `chars` (non-ASCII)."""
+    points = sorted(ord(c) for c in chars)
+    ranges = []
+    for cp in points:
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    return "[" + "".join(f"\\x{{{a:X}}}" + (f"-\\x{{{b:X}}}" if b > a else "")
+                         for a, b in ranges) + "]"
+
+
+def _compose(words, table, second_chars_regex, max_rounds=8):
     """Canonically composes adjacent characters using `table` (pair -> char).
 
     Left to right: a pair composes unless its first character was just
     composed with the one before it; repeated until nothing composes (so
-    L + V + T Hangul jamo become one syllable).
+    L + V + T Hangul jamo become one syllable). Nothing runs unless some word
+    holds a character that can be the second of a pair
+    (`second_chars_regex`).
     """
 
     def step(words, unused_again, rounds):
         chars = tf.strings.unicode_split(words, "UTF-8")
-        left, right = chars[:, :-1], chars[:, 1:]
-        composed = table.lookup(tf.strings.join([left.flat_values, right.flat_values]))
-        found = tf.not_equal(composed, _MISSING)
-        row_ids = left.value_rowids()
-        index_in_row = tf.range(tf.size(found, out_type=tf.int64)) - tf.gather(
-            left.row_splits, row_ids)
-        previous = tf.concat([[False], found[:-1]], axis=0)
-        fire = found & ~(previous & (index_in_row > 0))
-        left_index = tf.gather(chars.row_splits, row_ids) + index_in_row
-        fired = tf.where(fire)
         flat = chars.flat_values
-        flat = tf.tensor_scatter_nd_update(
-            flat, tf.gather_nd(left_index, fired)[:, None], tf.gather_nd(composed, fired))
-        flat = tf.tensor_scatter_nd_update(
-            flat, tf.gather_nd(left_index, fired)[:, None] + 1,
-            tf.fill(tf.shape(fired)[:1], ""))
+        rows = chars.value_rowids()
+        same_word = tf.equal(rows[1:], rows[:-1])
+        composed = table.lookup(tf.strings.join([flat[:-1], flat[1:]]))
+        found = same_word & tf.not_equal(composed, _MISSING)
+        fire = found & ~tf.concat([[False], found[:-1]], axis=0)
+        # `fire[i]`: char i becomes `composed[i]` and char i + 1 is deleted.
+        flat = tf.where(tf.concat([fire, [False]], axis=0),
+                        tf.concat([composed, [""]], axis=0), flat)
+        flat = tf.where(tf.concat([[False], fire], axis=0), "", flat)
         words = tf.strings.reduce_join(chars.with_flat_values(flat), axis=-1)
         return words, tf.reduce_any(found), rounds + 1
 
     words, _, _ = tf.while_loop(
         lambda w, again, rounds: again & (rounds < max_rounds), step,
-        (words, tf.constant(True), tf.constant(0)))
+        (words, tf.reduce_any(tf.strings.regex_full_match(words, second_chars_regex)),
+         tf.constant(0)))
     return words
 
 
@@ -308,11 +342,8 @@ def pack_inputs(token_ids, sequence_length, cls_id, sep_id, pad_id):
     if sequence_length < 2:
         raise ValueError(f"`sequence_length` must be at least 2. Received: {sequence_length}")
     token_ids = tf.cast(token_ids, tf.int32)
-    batch = token_ids.nrows()
-    column = functools.partial(_column, batch)
-    segment = token_ids[:, : sequence_length - 2]
-    ids = tf.concat([column(cls_id), segment, column(sep_id)], axis=1)
-    return _finish(ids, tf.zeros_like(ids), sequence_length, pad_id)
+    keep = tf.minimum(tf.cast(token_ids.row_lengths(), tf.int32), sequence_length - 2)
+    return _pack([(token_ids, keep, 0)], sequence_length, cls_id, sep_id, pad_id)
 
 
 def pack_input_pairs(token_ids_a, token_ids_b, sequence_length, cls_id, sep_id, pad_id,
@@ -357,25 +388,38 @@ def pack_input_pairs(token_ids_a, token_ids_b, sequence_length, cls_id, sep_id, 
     else:
         keep_a = tf.minimum(length_a, budget)
     keep_b = tf.minimum(length_b, budget - keep_a)
-    a = tf.ragged.boolean_mask(a, tf.ragged.range(length_a) < keep_a[:, None])
-    b = tf.ragged.boolean_mask(b, tf.ragged.range(length_b) < keep_b[:, None])
-    column = functools.partial(_column, a.nrows())
-    ids = tf.concat([column(cls_id), a, column(sep_id), b, column(sep_id)], axis=1)
-    segments = tf.concat([column(0), tf.zeros_like(a), column(0), tf.ones_like(b), column(1)],
-                         axis=1)
-    return _finish(ids, segments, sequence_length, pad_id)
+    return _pack([(a, keep_a, 0), (b, keep_b, 1)], sequence_length, cls_id, sep_id, pad_id)
 
 
-def _column(batch, value):
-    return tf.RaggedTensor.from_tensor(tf.fill(tf.stack([batch, 1]), tf.constant(value, tf.int32)))
+def _pack(segments, sequence_length, cls_id, sep_id, pad_id):
+    """`[CLS]`, then each segment's first `keep` tokens and `[SEP]`, then padding.
 
+    Args:
+        segments: list of (ragged ids `[batch, None]`, kept lengths `[batch]`,
+            segment id).
 
-def _finish(ids, segments, sequence_length, pad_id):
-    shape = [None, sequence_length]
-    token_ids = ids.to_tensor(default_value=pad_id, shape=shape)
+    Returns:
+        The output dict of `pack_inputs`, built with dense ops only.
+    """
+    position = tf.range(sequence_length)[None, :]
+    token_ids = tf.fill(tf.shape(position + segments[0][1][:, None]), tf.cast(pad_id, tf.int32))
+    segment_ids = tf.zeros_like(token_ids)
+    token_ids = tf.where(tf.equal(position, 0), tf.cast(cls_id, tf.int32), token_ids)
+    start = tf.ones_like(segments[0][1])  # Where the current segment begins.
+    for ids, keep, segment in segments:
+        dense = ids.to_tensor(default_value=0, shape=[None, sequence_length])
+        offset = position - start[:, None]
+        inside = (offset >= 0) & (offset < keep[:, None])
+        values = tf.gather(dense, tf.clip_by_value(offset, 0, sequence_length - 1), batch_dims=1)
+        token_ids = tf.where(inside, values, token_ids)
+        sep = tf.equal(offset, keep[:, None])
+        token_ids = tf.where(sep, tf.cast(sep_id, tf.int32), token_ids)
+        if segment:
+            segment_ids = tf.where(inside | sep, segment, segment_ids)
+        start = start + keep + 1
     return {
         "token_ids": token_ids,
-        "segment_ids": segments.to_tensor(default_value=0, shape=shape),
+        "segment_ids": segment_ids,
         "padding_mask": tf.cast(tf.not_equal(token_ids, pad_id), tf.int32),
     }
 
@@ -475,7 +519,10 @@ class CoreBertTokenizer(tf.Module):
                 casefold = {c: f for c, f in casefold.items()
                             if c not in nfd and unicodedata.category(c) != "Mn"}
             self._casefold_table = _static_table(casefold, _MISSING)
-            self._composition_table = _static_table(_composition_map(), _MISSING)
+            compositions = _composition_map()
+            self._composition_table = _static_table(compositions, _MISSING)
+            self._second_chars_regex = "(?s).*" + _char_class(
+                {pair[1] for pair in compositions}) + ".*"
 
         keep = [PUNCTUATION_REGEX] + ([CJK_REGEX] if self.split_on_cjk else [])
         if self.special_tokens:
@@ -572,9 +619,11 @@ class CoreBertTokenizer(tf.Module):
         if text_pairs is not None:
             text_pairs = tf.convert_to_tensor(text_pairs, tf.string)
         if tf.executing_eagerly():
+            ids = self._eager.tokenize(texts)
             if text_pairs is None:
-                return self._eager.preprocess(texts, sequence_length)
-            return self._eager.preprocess_pairs(texts, text_pairs, sequence_length)
+                return self._eager.pack(ids, sequence_length)
+            return self._eager.pack_pairs(ids, self._eager.tokenize(text_pairs),
+                                          sequence_length, self.truncate)
         return self._preprocess(texts, text_pairs, sequence_length)
 
     def __call__(self, texts, text_pairs=None, sequence_length=None):
@@ -594,27 +643,28 @@ class CoreBertTokenizer(tf.Module):
     def _pretokenize(self, strings):
         """Normalized words: a `tf.RaggedTensor` of strings `[batch, None]`."""
         text = strings
+        any_non_ascii = tf.logical_not(tf.reduce_all(_is_ascii(text)))
         if self.strip_accents:
-            text = _on_non_ascii(text, lambda s: _map_chars(s, self._nfd_table))
+            text = _on_non_ascii(text, lambda s: _map_chars(s, self._nfd_table), any_non_ascii)
             text = tf.strings.regex_replace(text, r"\p{Mn}", "")
         text = tf.strings.regex_replace(text, self._split_regex, r" \1 ")
         words = tf.strings.split(text)
         if self.lowercase:
-            words = words.with_flat_values(self._casefold(words.flat_values))
+            words = words.with_flat_values(self._casefold(words.flat_values, any_non_ascii))
         return words
 
     def _tokenize(self, strings):
         words = self._pretokenize(strings)
         pieces = self._wordpiece(words.flat_values)
-        ids = tf.RaggedTensor.from_row_splits(pieces, words.row_splits, validate=False)
-        return ids.merge_dims(1, 2)
+        return tf.RaggedTensor.from_row_splits(
+            pieces.values, tf.gather(pieces.row_splits, words.row_splits), validate=False)
 
-    def _casefold(self, words):
+    def _casefold(self, words, any_non_ascii):
         def non_ascii(subset):
             subset = _map_chars(subset, self._casefold_table)
-            return _compose(subset, self._composition_table)
+            return _compose(subset, self._composition_table, self._second_chars_regex)
 
-        folded = _on_non_ascii(tf.strings.lower(words), non_ascii)
+        folded = _on_non_ascii(tf.strings.lower(words), non_ascii, any_non_ascii)
         if self._special_regex is None:
             return folded
         special = tf.strings.regex_full_match(words, self._special_regex)
@@ -640,7 +690,7 @@ class CoreBertTokenizer(tf.Module):
         dense = tf.tensor_scatter_nd_update(
             dense, todo[:, None], tf.pad(rest, [[0, 0], [0, width - tf.shape(rest)[1]]],
                                          constant_values=-1))
-        return tf.ragged.boolean_mask(dense, dense >= 0)
+        return tf.RaggedTensor.from_tensor(dense, padding=-1)  # -1s are trailing.
 
     def _wordpiece_loop(self, words, num_chars):
         """Returns (`[n, steps]` piece ids with -1 for none, `[n]` failed)."""
@@ -683,11 +733,19 @@ class _EagerFunctions:
     """
 
     def __init__(self, tokenizer):
-        strings = tf.TensorSpec([None], tf.string)
-        self.tokenize = tf.function(tokenizer._tokenize, input_signature=[strings],
-                                    autograph=False)
-        self.preprocess = tf.function(
-            lambda texts, sequence_length: tokenizer._preprocess(texts, None, sequence_length),
-            autograph=False, reduce_retracing=True)
-        self.preprocess_pairs = tf.function(tokenizer._preprocess, autograph=False,
-                                            reduce_retracing=True)
+        self.tokenize = tf.function(tokenizer._tokenize, autograph=False,
+                                    input_signature=[tf.TensorSpec([None], tf.string)])
+        special = [tf.constant(i, tf.int32) for i in (
+            tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)]
+        self.pack = lambda ids, sequence_length: _eager_pack(ids, sequence_length, *special)
+        self.pack_pairs = lambda a, b, sequence_length, truncate: _eager_pack_pairs(
+            a, b, sequence_length, *special, truncate=truncate)
+
+
+# Shared by all tokenizers (special ids are tensor arguments): eager packing
+# traces once per sequence length.
+# (Lambdas: a wrapped function's docstring would be collected as a doctest again.)
+_eager_pack = tf.function(lambda *args: pack_inputs(*args), autograph=False,
+                          reduce_retracing=True)
+_eager_pack_pairs = tf.function(lambda *args, truncate: pack_input_pairs(
+    *args, truncate=truncate), autograph=False, reduce_retracing=True)

@@ -114,8 +114,10 @@ def export_text_model(model, preprocessor, export_base, class_names, task, num_t
       `[batch, sequence_length]`) -> the same outputs, for clients that
       tokenize themselves.
 
-    The tokenizer inside `serving_default` is keras-hub's, so loading the
-    export needs `import tensorflow_text` first.
+    The tokenizer inside `serving_default` is `CoreBertTokenizer`: the same
+    WordPiece tokenization as the keras-hub preprocessor used in training,
+    rebuilt from core TensorFlow ops, so the export loads and runs in a
+    process (or a TF Serving build) without tensorflow-text.
 
     Args:
         model: the trained text `keras.Model` (token dict in).
@@ -129,24 +131,28 @@ def export_text_model(model, preprocessor, export_base, class_names, task, num_t
     Returns:
         str. The path of the written version folder.
     """
-    from sft_keras.data.pipeline import TEXT_INPUTS, _to_int32
+    from sft_keras.core_tokenizer import CoreBertTokenizer
+    from sft_keras.data.pipeline import TEXT_INPUTS
 
     task_type = get_task(task)
     class_names = list(class_names)
     length = preprocessor.sequence_length
+    tokenizer = CoreBertTokenizer.from_keras_hub(
+        preprocessor.tokenizer, sequence_length=length, truncate=preprocessor.truncate
+    )
 
     def serve_tokens(token_ids, segment_ids, padding_mask):
         features = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
         return task_type.serving_outputs(model(features, training=False), class_names)
 
     def serve_text(*texts):
-        features = _to_int32(preprocessor(x=texts if len(texts) > 1 else texts[0]))
-        return serve_tokens(**features)
+        pair = texts[1] if len(texts) > 1 else None
+        return serve_tokens(**tokenizer.preprocess(texts[0], pair, sequence_length=length))
 
     text_names = ["text", "text_pair"][:num_texts]
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.track(preprocessor)
+    archive.track(tokenizer)
     archive.add_endpoint(
         "serving_default",
         serve_text,
