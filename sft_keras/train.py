@@ -73,10 +73,10 @@ def _image_inputs(config):
     validation_ds = data_lib.make_image_dataset(data.validation, training=False, **pipeline)
 
     def build_model(num_classes):
-        return build_run_model(config, num_classes)
+        return models.build_model(config, num_classes)
 
     def export_model(model, export_base, info):
-        return export_run_model(config, model, export_base, data.class_names, info=info)
+        return export.export_model(config, model, export_base, data.class_names, info=info)
 
     return data, train_ds, validation_ds, build_model, export_model
 
@@ -99,59 +99,13 @@ def _text_inputs(config):
     validation_ds = data_lib.make_text_dataset(data.validation, training=False, **pipeline)
 
     def build_model(num_classes):
-        return build_run_model(config, num_classes, tokenizer)
+        return models.build_model(config, num_classes, tokenizer)
 
     def export_model(model, export_base, info):
-        return export_run_model(config, model, export_base, data.class_names, preprocessor,
-                                info=info)
+        return export.export_model(config, model, export_base, data.class_names, preprocessor,
+                                   info=info)
 
     return data, train_ds, validation_ds, build_model, export_model
-
-
-def build_run_model(config, num_classes, tokenizer=None):
-    """Builds the uncompiled model a validated config describes, reading no data.
-
-    Args:
-        config: a validated config.
-        num_classes: int. Number of classes (1 for regression).
-        tokenizer: the keras-hub tokenizer of a text backbone
-            (`backbones.load_text_tokenizer`); None for image backbones.
-
-    Returns:
-        The `keras.Model` that `train_and_evaluate` trains.
-    """
-    if tokenizer is None:
-        return models.build_image_model(config, num_classes)
-    backbone = backbones.build_text_backbone(config.model.backbone, config.model.preset)
-    backbones.make_preprocessor(tokenizer, config.data.sequence_length, backbone)  # Checks length.
-    return models.build_text_model(config, backbone, num_classes)
-
-
-def export_run_model(config, model, export_base, class_names, preprocessor=None, info=None,
-                     version=None, overwrite=False):
-    """Exports a model built by `build_run_model` as `<export_base>/<version>/`.
-
-    Args:
-        config: the validated config of the run.
-        model: the trained `keras.Model`.
-        export_base: str. The folder holding the versions.
-        class_names: list of str in class-index order (empty for regression).
-        preprocessor: the keras-hub preprocessor of a text run; None for images.
-        info, version, overwrite: as in `export.export_image_model`.
-
-    Returns:
-        str. The path of the written version folder.
-    """
-    if preprocessor is None:
-        return export.export_image_model(
-            model, export_base, class_names, config.task, config.data.image_size,
-            version=version, overwrite=overwrite, info=info,
-        )
-    num_texts = 2 if len(config.data.text_columns) == 2 else 1
-    return export.export_text_model(
-        model, preprocessor, export_base, class_names, config.task,
-        num_texts=num_texts, version=version, overwrite=overwrite, info=info,
-    )
 
 
 def train_and_evaluate(config, workdir):

@@ -54,7 +54,7 @@ class Run:
         Returns:
             str. The path of the written version folder.
         """
-        from sft_keras.train import export_run_model
+        from sft_keras.export import export_model
 
         info = {"backbone": self.config.model.backbone, "preset": self.config.model.preset,
                 "workdir": os.path.abspath(self.workdir),
@@ -63,7 +63,7 @@ class Run:
         if os.path.isfile(metrics):
             with open(metrics, encoding="utf-8") as f:
                 info["metrics"] = json.load(f)
-        return export_run_model(
+        return export_model(
             self.config, self.model, export_base or os.path.join(self.workdir, "export"),
             self.class_names, self.preprocessor, info=info, version=version, overwrite=overwrite,
         )
@@ -124,17 +124,17 @@ def load_run(workdir, checkpoint="best"):
         class_names = [line.rstrip("\n") for line in f if line.rstrip("\n")]
 
     from sft_keras import backbones
-    from sft_keras.train import build_run_model
+    from sft_keras.models import build_model
 
     num_classes = max(len(class_names), 1)
     if backbones.get_backbone_spec(config.model.backbone).modality == "image":
         build_config = config_lib.validate_config(config.to_dict(), check_files=False)
         build_config.model.weights = None  # The checkpoint holds every weight.
-        model, preprocessor = build_run_model(build_config, num_classes), None
+        model, preprocessor = build_model(build_config, num_classes), None
     else:
         tokenizer = backbones.load_text_tokenizer(config.model.backbone, config.model.preset)
         preprocessor = backbones.make_preprocessor(tokenizer, config.data.sequence_length)
-        model = build_run_model(config, num_classes, tokenizer)
+        model = build_model(config, num_classes, tokenizer)
     try:
         model.load_weights(weights)
     except Exception as e:
