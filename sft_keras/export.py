@@ -192,6 +192,7 @@ def export_model(config, model, export_base, class_names, preprocessor=None, inf
             version=version, overwrite=overwrite, info=info,
         )
     num_texts = 2 if len(config.data.text_columns) == 2 else 1
+    info = {"text_columns": list(config.data.text_columns), **(info or {})}
     return export_text_model(
         model, preprocessor, export_base, class_names, config.task,
         num_texts=num_texts, version=version, overwrite=overwrite, info=info,
