@@ -9,6 +9,7 @@ evaluate -> export. Each step is one public function:
 - `set_trainable()`, `trainable_summary()`       (sft_keras.freezing)
 - `train_and_evaluate()`                         (sft_keras.train)
 - `export_image_model()`                         (sft_keras.export)
+- `load_run()`: a finished run from its workdir  (sft_keras.workdir)
 """
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ def __getattr__(name):
         "trainable_summary": "sft_keras.freezing",
         "train_and_evaluate": "sft_keras.train",
         "export_image_model": "sft_keras.export",
+        "load_run": "sft_keras.workdir",
     }
     if name in lazy:
         import importlib
@@ -47,6 +49,7 @@ __all__ = [
     "export_image_model",
     "get_default_config",
     "load_image_data",
+    "load_run",
     "make_image_dataset",
     "set_trainable",
     "train_and_evaluate",

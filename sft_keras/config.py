@@ -148,13 +148,17 @@ def config_to_json(config):
     return json.dumps(config.to_dict(), indent=2, sort_keys=True)
 
 
-def validate_config(config):
+def validate_config(config, check_files=True):
     """Checks every key and value of `config`; raises `ConfigError` on the first problem.
 
     The error names the key, the value received and what would be accepted.
 
     Args:
         config: `ConfigDict` or dict. A full config, e.g. from a file in `configs/`.
+        check_files: bool, default True. Check that `data.path`,
+            `data.validation_path` and `model.weights` exist. False when
+            rebuilding a finished run, whose data may have moved
+            (`sft_keras.workdir.load_run`).
 
     Returns:
         A locked `ConfigDict` with every key of `get_default_config()`.
@@ -175,7 +179,7 @@ def validate_config(config):
     # Fill in keys the config leaves out.
     merged = get_default_config()
     _merge_values(merged, config.to_dict(), prefix="")
-    _check_values(merged)
+    _check_values(merged, check_files)
     return merged
 
 
@@ -222,7 +226,7 @@ def _positive_int(key, value):
         _fail(key, value, "must be a positive integer")
 
 
-def _check_values(c):
+def _check_values(c, check_files=True):
     from sft_keras import backbones, distribute, optimizers  # Registries.
 
     _one_of("task", c.task, TASKS)
@@ -243,15 +247,15 @@ def _check_values(c):
     if d.source in ("image_folder", "csv", "text_file", "text_folder"):
         if not d.path:
             _fail("data.path", d.path, f"must be set when data.source={d.source!r}")
-        if not os.path.exists(d.path):
+        if check_files and not os.path.exists(d.path):
             _fail("data.path", d.path, "does not exist")
-        if d.source in ("image_folder", "text_folder") and not os.path.isdir(d.path):
+        if check_files and d.source in ("image_folder", "text_folder") and not os.path.isdir(d.path):
             _fail("data.path", d.path, "must be a folder with one subfolder per class")
-        if d.source == "csv" and not os.path.isfile(d.path):
+        if check_files and d.source == "csv" and not os.path.isfile(d.path):
             _fail("data.path", d.path, "must be a CSV file")
-        if d.source == "text_file" and not os.path.isfile(d.path):
+        if check_files and d.source == "text_file" and not os.path.isfile(d.path):
             _fail("data.path", d.path, "must be a CSV, TSV or JSONL file")
-    if d.validation_path and not os.path.exists(d.validation_path):
+    if check_files and d.validation_path and not os.path.exists(d.validation_path):
         _fail("data.validation_path", d.validation_path, "does not exist")
     if not d.validation_path and not (d.source == "tfds" and d.tfds_validation_split):
         if not 0.0 < d.validation_split < 1.0:
@@ -274,7 +278,7 @@ def _check_values(c):
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 _fail(f"data.augment.{key}", value, "must be a number in [0, 1)")
         if m.weights not in (None, "imagenet"):
-            if not isinstance(m.weights, str) or not os.path.isfile(m.weights):
+            if not isinstance(m.weights, str) or (check_files and not os.path.isfile(m.weights)):
                 _fail(
                     "model.weights",
                     m.weights,

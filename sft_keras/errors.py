@@ -25,3 +25,7 @@ class WeightsError(SftError):
 
 class ExportError(SftError):
     """An export cannot be written (e.g. the version already exists)."""
+
+
+class WorkdirError(SftError):
+    """A run's workdir cannot be read back (missing folder, config or checkpoint)."""

@@ -171,6 +171,34 @@ def export_text_model(model, preprocessor, export_base, class_names, task, num_t
     return write_export(archive, export_base, class_names, task, inputs, info, version, overwrite)
 
 
+def export_model(config, model, export_base, class_names, preprocessor=None, info=None,
+                 version=None, overwrite=False):
+    """Exports a model built by `models.build_model` as `<export_base>/<version>/`.
+
+    Args:
+        config: the validated config of the run.
+        model: the trained `keras.Model`.
+        export_base: str. The folder holding the versions.
+        class_names: list of str in class-index order (empty for regression).
+        preprocessor: the keras-hub preprocessor of a text run; None for images.
+        info, version, overwrite: as in `export_image_model`.
+
+    Returns:
+        str. The path of the written version folder.
+    """
+    if preprocessor is None:
+        return export_image_model(
+            model, export_base, class_names, config.task, config.data.image_size,
+            version=version, overwrite=overwrite, info=info,
+        )
+    num_texts = 2 if len(config.data.text_columns) == 2 else 1
+    info = {"text_columns": list(config.data.text_columns), **(info or {})}
+    return export_text_model(
+        model, preprocessor, export_base, class_names, config.task,
+        num_texts=num_texts, version=version, overwrite=overwrite, info=info,
+    )
+
+
 def write_export(archive, export_base, class_names, task, inputs, info, version=None,
                  overwrite=False):
     """Writes `archive` to `<export_base>/<version>/` atomically, with `assets.extra/`.
@@ -184,15 +212,7 @@ def write_export(archive, export_base, class_names, task, inputs, info, version=
     os.makedirs(export_base, exist_ok=True)
     if version is None:
         version = next_version(export_base)
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ExportError(f"Export version must be a positive integer. Received: version={version!r}")
-    final = os.path.join(export_base, str(version))
-    if os.path.exists(final) and not overwrite:
-        raise ExportError(
-            f"Export version {final!r} already exists (versions present: "
-            f"{existing_versions(export_base)}). Pass another version, or overwrite=True "
-            f"to replace it."
-        )
+    final = check_version(export_base, version, overwrite)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
     try:
         archive.write_out(tmp, verbose=False)
@@ -218,6 +238,34 @@ def write_export(archive, export_base, class_names, task, inputs, info, version=
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return final
+
+
+def check_version(export_base, version, overwrite=False):
+    """Returns `<export_base>/<version>`; an `ExportError` if it exists (unless `overwrite`).
+
+    Args:
+        export_base: str. The folder holding the versions.
+        version: int >= 1.
+        overwrite: bool. An existing version is fine (it will be replaced).
+
+    Example:
+
+    >>> import tempfile
+    >>> check_version(tempfile.mkdtemp(), 0)
+    Traceback (most recent call last):
+    ...
+    sft_keras.errors.ExportError: Export version must be a positive integer. Received: version=0
+    """
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ExportError(f"Export version must be a positive integer. Received: version={version!r}")
+    final = os.path.join(export_base, str(version))
+    if os.path.exists(final) and not overwrite:
+        raise ExportError(
+            f"Export version {final!r} already exists (versions present: "
+            f"{existing_versions(export_base)}). Pass another version, or overwrite=True "
+            f"to replace it."
+        )
     return final
 
 

@@ -86,6 +86,35 @@ def build_image_model(config, num_classes):
     return keras.Model(inputs, outputs, name=f"{config.model.backbone}_{config.task}")
 
 
+def build_model(config, num_classes, tokenizer=None):
+    """Builds the uncompiled model a validated config describes, reading no data.
+
+    Args:
+        config: a validated config.
+        num_classes: int. Number of classes (1 for regression).
+        tokenizer: the keras-hub tokenizer of a text backbone
+            (`backbones.load_text_tokenizer`); None for image backbones.
+
+    Returns:
+        The `keras.Model` that `train_and_evaluate` trains (uncompiled).
+
+    Example:
+
+    >>> from sft_keras.config import get_default_config
+    >>> config = get_default_config()
+    >>> config.model.backbone = "small_cnn"
+    >>> build_model(config, num_classes=3).output.shape
+    (None, 3)
+    """
+    from sft_keras import backbones
+
+    if tokenizer is None:
+        return build_image_model(config, num_classes)
+    backbone = backbones.build_text_backbone(config.model.backbone, config.model.preset)
+    backbones.make_preprocessor(tokenizer, config.data.sequence_length, backbone)  # Checks length.
+    return build_text_model(config, backbone, num_classes)
+
+
 def build_text_model(config, backbone, num_classes):
     """Builds a text model around a keras-hub encoder, with freezing applied.
 

@@ -73,12 +73,10 @@ def _image_inputs(config):
     validation_ds = data_lib.make_image_dataset(data.validation, training=False, **pipeline)
 
     def build_model(num_classes):
-        return models.build_image_model(config, num_classes)
+        return models.build_model(config, num_classes)
 
     def export_model(model, export_base, info):
-        return export.export_image_model(
-            model, export_base, data.class_names, config.task, config.data.image_size, info=info
-        )
+        return export.export_model(config, model, export_base, data.class_names, info=info)
 
     return data, train_ds, validation_ds, build_model, export_model
 
@@ -101,16 +99,11 @@ def _text_inputs(config):
     validation_ds = data_lib.make_text_dataset(data.validation, training=False, **pipeline)
 
     def build_model(num_classes):
-        backbone = backbones.build_text_backbone(name, preset)
-        backbones.make_preprocessor(tokenizer, config.data.sequence_length, backbone)  # Checks length.
-        return models.build_text_model(config, backbone, num_classes)
+        return models.build_model(config, num_classes, tokenizer)
 
     def export_model(model, export_base, info):
-        num_texts = 2 if len(config.data.text_columns) == 2 else 1
-        return export.export_text_model(
-            model, preprocessor, export_base, data.class_names, config.task,
-            num_texts=num_texts, info=info,
-        )
+        return export.export_model(config, model, export_base, data.class_names, preprocessor,
+                                   info=info)
 
     return data, train_ds, validation_ds, build_model, export_model
 

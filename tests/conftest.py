@@ -63,3 +63,19 @@ def run_cli(args, cwd=REPO_ROOT, timeout=600, env=None):
         args = [sys.executable, *args[1:]]
     return subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_image_run(tmp_path_factory):
+    """A finished small_cnn run: (workdir, image folder). Shared: do not modify it."""
+    from tiny_runs import train_image_run
+
+    return train_image_run(str(tmp_path_factory.mktemp("tiny_image_run")))
+
+
+@pytest.fixture(scope="session")
+def tiny_text_run(tmp_path_factory):
+    """A finished tiny-BERT run: (workdir, CSV path). Shared: do not modify it."""
+    from tiny_runs import train_text_run
+
+    return train_text_run(str(tmp_path_factory.mktemp("tiny_text_run")))

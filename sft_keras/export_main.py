@@ -1,0 +1,70 @@
+"""Export a finished run as a SavedModel for TF Serving: the sft-export command.
+
+Usage:
+
+    sft-export --workdir=/tmp/sft_run
+    sft-export --workdir=/tmp/sft_run --export_dir=/models/my_model --version=3 \\
+        --checkpoint=last --overwrite
+
+Rebuilds the model from `<workdir>/config.json`, `labels.txt` and
+`checkpoints/<checkpoint>.weights.h5` (`sft_keras.workdir.load_run`) and writes
+`<export_dir>/<version>/` atomically, exactly as `sft-train` does at the end
+of a run. An existing version is an error unless `--overwrite`.
+
+The flags are absl's global flags (`--workdir` is also `sft-train`'s), so this
+module is only the command; from Python use
+`sft_keras.workdir.load_run(workdir).export(...)`.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Hide TF's C++ info lines; keep warnings.
+
+from absl import app, flags  # noqa: E402
+
+from sft_keras.errors import SftError  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a finished sft-train run.")
+_EXPORT_DIR = flags.DEFINE_string(
+    "export_dir", None, "Folder holding the versions. Default: <workdir>/export.")
+_VERSION = flags.DEFINE_integer(
+    "version", None, "Version to write. Default: one more than the highest present.", lower_bound=1)
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", "best", "'best', 'last', or the path of a .weights.h5 file.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the version if it exists.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from sft_keras.export import check_version
+    from sft_keras.workdir import load_run
+
+    workdir, export_dir, version = _WORKDIR.value, _EXPORT_DIR.value, _VERSION.value
+    try:
+        if version is not None:  # Fail before the model is rebuilt.
+            check_version(export_dir or os.path.join(workdir, "export"), version, _OVERWRITE.value)
+        run = load_run(workdir, checkpoint=_CHECKPOINT.value)
+        path = run.export(export_dir, version=version, overwrite=_OVERWRITE.value)
+    except SftError as e:
+        sys.exit(f"sft-export: error: {e}")
+    print(f"Exported SavedModel to {path}")
+
+
+def _parse_flags(argv):
+    """Parses flags; a bad flag is one error line, not a traceback."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"sft-export: error: {e}\nRun with --helpfull to see every flag.")
+
+
+def run():
+    """Entry point of the `sft-export` console script."""
+    flags.mark_flags_as_required(["workdir"])
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()

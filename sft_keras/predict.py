@@ -1,0 +1,295 @@
+"""Predict with an exported SavedModel: the sft-predict command.
+
+Usage:
+
+    sft-predict --model=/tmp/sft_run/export --input=photos/ --output=predictions.jsonl
+    sft-predict --model=/tmp/sft_run/export/2 --input=reviews.csv --text_column=review
+
+Loads the SavedModel with `tf.saved_model.load` (the same graph TF Serving
+runs; no Keras model is rebuilt) and reads `assets.extra/export_info.json`
+for the modality and inputs. `--model` is a version folder or the export
+base (its highest version is used). Inputs:
+
+- image exports: an image file, or a folder searched recursively for
+  .jpg/.jpeg/.png/.gif/.bmp files (sorted paths);
+- text exports: a CSV/TSV/JSONL file (the text column is the one the model
+  was trained on, or `--text_column`; `a,b` for sentence pairs), or a `.txt`
+  file with one text per line (blank lines skipped).
+
+Writes one JSON object per line to `--output` (or stdout):
+`{"input": ..., "label": ..., "probabilities": [...]}`, or
+`{"input": ..., "prediction": ...}` for regression. A progress bar goes to
+stderr for more than one batch.
+"""
+
+import csv
+import io
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Hide TF's C++ info lines; keep warnings.
+
+from sft_keras.errors import DataError, ExportError  # noqa: E402
+from sft_keras.files import existing_versions  # noqa: E402
+
+TABLE_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
+                    ".json": "jsonl"}
+
+
+def resolve_export(model_path):
+    """Returns the version folder of `model_path`: itself, or the highest version in it.
+
+    Raises:
+        ExportError: `model_path` is neither a SavedModel folder nor a folder
+            holding numbered versions.
+    """
+    if os.path.isfile(os.path.join(model_path, "saved_model.pb")):
+        return model_path
+    versions = existing_versions(model_path)
+    if not os.path.isdir(model_path) or not versions:
+        raise ExportError(
+            f"--model must be a SavedModel version folder (with saved_model.pb) or an export "
+            f"folder holding numbered versions (<dir>/1/, <dir>/2/, ...). Received: "
+            f"{model_path!r}" + ("" if os.path.isdir(model_path) else " (does not exist)")
+        )
+    return os.path.join(model_path, str(versions[-1]))
+
+
+def read_export_info(version_dir):
+    """Returns `assets.extra/export_info.json` of an sft_keras export as a dict."""
+    path = os.path.join(version_dir, "assets.extra", "export_info.json")
+    if not os.path.isfile(path):
+        raise ExportError(
+            f"{version_dir!r} has no {os.path.join('assets.extra', 'export_info.json')}: "
+            f"sft-predict reads exports written by sft-train or sft-export."
+        )
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def list_images(path):
+    """Returns the image files of `path`: itself, or those under it (recursively, sorted)."""
+    from sft_keras.data.images import IMAGE_EXTENSIONS
+
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise DataError(f"--input does not exist. Received: {path!r}")
+    files = sorted(
+        os.path.join(root, name)
+        for root, dirs, names in os.walk(path)
+        for name in names
+        if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+    )
+    if not files:
+        raise DataError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {path!r}.")
+    return files
+
+
+def read_texts(path, columns=("text",)):
+    """Reads the texts to predict: a `.txt` file (one per line) or a CSV/TSV/JSONL table.
+
+    Args:
+        path: str. The file.
+        columns: tuple of 1 column name, or 2 for sentence pairs (tables only).
+
+    Returns:
+        list of tuples of str (one element, or two for pairs).
+
+    Example:
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "texts.jsonl")
+    >>> _ = open(path, "w").write('{"text": "great"}\\n{"text": "awful", "id": 7}\\n')
+    >>> read_texts(path)
+    [('great',), ('awful',)]
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"--input does not exist or is not a file. Received: {path!r}")
+    extension = os.path.splitext(path)[1].lower()
+    fmt = "txt" if extension == ".txt" else TABLE_EXTENSIONS.get(extension)
+    if fmt is None:
+        raise DataError(
+            f"Cannot tell the format of {path!r} from its extension. Accepted: .txt (one text "
+            f"per line), {', '.join(TABLE_EXTENSIONS)} (tables)."
+        )
+    with open(path, encoding="utf-8", errors="strict", newline="") as f:
+        try:
+            content = f.read()
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path!r} is not UTF-8 text ({e}).") from None
+    if fmt == "txt":
+        if len(columns) != 1:
+            raise DataError(f"This model takes text pairs: give a table with columns "
+                            f"{list(columns)}, not a .txt file. Received: {path!r}")
+        return [(line,) for line in content.splitlines() if line.strip()]
+    if fmt == "jsonl":
+        texts = []
+        for number, line in enumerate(content.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{number}: malformed JSON ({e.msg}).") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object. "
+                                f"Received: {line.strip()[:80]!r}")
+            texts.append(tuple(_column(record, c, path, number) for c in columns))
+        return texts
+    reader = csv.DictReader(io.StringIO(content), delimiter="\t" if fmt == "tsv" else ",",
+                            quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
+    missing = [c for c in columns if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DataError(f"{path!r} has no column {missing[0]!r} (--text_column). Columns "
+                        f"found: {reader.fieldnames}.")
+    return [tuple(row[c] or "" for c in columns) for row in reader]
+
+
+def _column(record, column, path, line):
+    if column not in record:
+        raise DataError(f"{path}:{line}: no key {column!r} (--text_column). "
+                        f"Keys found: {list(record)}.")
+    value = record[column]
+    if not isinstance(value, str):
+        raise DataError(f"{path}:{line}: {column!r} must hold a string. Received: {value!r}")
+    return value
+
+
+def predict_file(model_path, input_path, batch_size=32, text_column=None, progress=False):
+    """Predicts every input of `input_path` with an export; yields one dict per input.
+
+    Args:
+        model_path: str. A version folder, or an export base (highest version).
+        input_path: str. Image file or folder (image exports); .txt or
+            CSV/TSV/JSONL file (text exports).
+        batch_size: int. Inputs per call of the `serving_default` signature.
+        text_column: str or None. Column(s) of a table, `"a,b"` for pairs;
+            None: the columns the model was trained on (from export_info).
+        progress: bool. Show a progress bar on stderr (more than one batch).
+
+    Yields:
+        dict: `input` (path or text; a list for pairs), then `label` and
+        `probabilities`, or `prediction` for regression.
+    """
+    import tensorflow as tf
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"--batch_size must be a positive integer. Received: {batch_size!r}")
+    version_dir = resolve_export(model_path)
+    info = read_export_info(version_dir)
+    modality = info.get("modality")
+    if modality == "image":
+        items = list_images(input_path)
+    elif modality == "text":
+        names = list(info["inputs"]["serving_default"])  # ["text"] or ["text", "text_pair"]
+        columns = (tuple(c.strip() for c in text_column.split(",")) if text_column
+                   else tuple(info.get("text_columns") or ("text",)))
+        if len(columns) != len(names):
+            raise DataError(f"The model takes {len(names)} text(s) per example ({names}); "
+                            f"--text_column names {len(columns)}. Received: {text_column!r}")
+        items = read_texts(input_path, columns)
+    else:
+        raise ExportError(f"Unknown modality in export_info.json of {version_dir!r}. "
+                          f"Received: {modality!r}")
+    serve = tf.saved_model.load(version_dir).signatures["serving_default"]  # After input checks.
+    bar = _progress_bar(len(items)) if progress and len(items) > batch_size else None
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        if modality == "image":
+            feed = {"image_bytes": tf.constant([_read_bytes(p) for p in batch])}
+            shown = batch
+        else:
+            feed = {n: tf.constant([t[i] for t in batch]) for i, n in enumerate(names)}
+            shown = [t[0] if len(t) == 1 else list(t) for t in batch]
+        outputs = {k: v.numpy() for k, v in serve(**feed).items()}
+        for i, item in enumerate(shown):
+            record = {"input": item}
+            if "prediction" in outputs:
+                record["prediction"] = float(outputs["prediction"][i])
+            else:
+                record["label"] = outputs["label"][i].decode("utf-8")
+                record["probabilities"] = [float(p) for p in outputs["probabilities"][i]]
+            if "valid" in outputs:
+                record["valid"] = bool(outputs["valid"][i])
+            yield record
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+
+
+def _read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _progress_bar(total):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="input", file=sys.stderr, dynamic_ncols=True)
+
+
+def main(argv):
+    from absl import app, flags
+
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from sft_keras.errors import SftError
+
+    values = flags.FLAGS
+    output = None
+    try:
+        records = predict_file(values.model, values.input, values.batch_size,
+                               values.text_column, progress=True)
+        output = open(values.output, "w", encoding="utf-8") if values.output else sys.stdout
+        count = 0
+        for record in records:
+            output.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    except SftError as e:
+        sys.exit(f"sft-predict: error: {e}")
+    finally:
+        if output is not None and output is not sys.stdout:
+            output.close()
+    if values.output:
+        print(f"Wrote {count} predictions to {values.output}", file=sys.stderr)
+
+
+def _define_flags():
+    # Defined here, not at import, so that importing this module (tests, the
+    # library functions above) adds no global absl flags.
+    from absl import flags
+
+    flags.DEFINE_string("model", None, "Export folder (highest version) or a version folder.")
+    flags.DEFINE_string("input", None, "Image file or folder; .txt, CSV, TSV or JSONL file.")
+    flags.DEFINE_string("output", None, "JSON lines file to write. Default: stdout.")
+    flags.DEFINE_integer("batch_size", 32, "Inputs per model call.", lower_bound=1)
+    flags.DEFINE_string("text_column", None,
+                        "Text column(s) of a table ('a,b' for pairs). Default: the training ones.")
+    flags.mark_flags_as_required(["model", "input"])
+
+
+def _parse_flags(argv):
+    """Parses flags; a bad flag is one error line, not a traceback."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"sft-predict: error: {e}\nRun with --helpfull to see every flag.")
+
+
+def run():
+    """Entry point of the `sft-predict` console script."""
+    from absl import app
+
+    _define_flags()
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()
