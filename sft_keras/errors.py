@@ -25,3 +25,7 @@ class WeightsError(SftError):
 
 class ExportError(SftError):
     """An export cannot be written (e.g. the version already exists)."""
+
+
+class TrainingError(SftError):
+    """Training cannot go on (e.g. the loss became NaN); the message says why and what to try."""
