@@ -265,7 +265,8 @@ def _fit(model, config, workdir, strategy, train_examples, num_train, validation
             verbose=2 if os.environ.get("CI") else "auto",  # No progress bars in CI logs.
         )
         if nan_guard.failure:
-            raise TrainingError(_nan_message(nan_guard.failure, checkpoint, config, directory))
+            learning_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+            raise TrainingError(_nan_message(nan_guard.failure, checkpoint, learning_rate, directory))
         if early_stop and early_stop.stopped_epoch:
             break
     for stage in stages:
@@ -275,7 +276,7 @@ def _fit(model, config, workdir, strategy, train_examples, num_train, validation
     return checkpoint
 
 
-def _nan_message(failure, checkpoint, config, directory):
+def _nan_message(failure, checkpoint, learning_rate, directory):
     saved = (
         f"The last good checkpoint (epoch {checkpoint.last_epoch}) is kept in {directory}; "
         "rerunning with the same --workdir resumes from it."
@@ -283,8 +284,8 @@ def _nan_message(failure, checkpoint, config, directory):
     )
     return (
         f"Training stopped: the loss became {failure['loss']} at epoch {failure['epoch']}, "
-        f"batch {failure['batch']}. Likely causes: a learning rate too high "
-        f"(train.learning_rate={config.train.learning_rate}; try 10x lower), labels out of "
+        f"batch {failure['batch']}. Likely causes: a learning rate too high (it was "
+        f"{learning_rate:.3g}: lower train.learning_rate or a stage's lr=), labels out of "
         f"range for the task, or NaN/Inf in the inputs. {saved}"
     )
 
