@@ -1,26 +1,101 @@
-"""Training callbacks sft_keras adds to Keras's own."""
+"""Training callbacks sft_keras adds to Keras's own: checkpoints that resume, NaN stop, early stop.
+
+A run commits each finished epoch in three steps, so that a process killed at
+any instant (`kill -9` mid-epoch or mid-write) leaves a consistent state:
+
+1. the weights and the optimizer state go to `epoch-<N>.weights.h5` through a
+   temporary file and an atomic rename;
+2. `state.json` (atomic) records epoch N, the stage, the best value so far,
+   and names that file — this is the commit point;
+3. `last.weights.h5` (and `best.weights.h5` when N is the best epoch) become
+   hard links to (or copies of) that file, and older epoch files are removed.
+
+`read_state` + `finish_commit` redo step 3 on restart. Keras's own
+`BackupAndRestore` (3.15) is not used: it writes `latest.weights.h5` in place
+and its metadata JSON after it without a rename, so a kill during the write
+leaves a broken file or weights one epoch ahead of the recorded epoch; it
+restores mid-epoch backups (`save_freq=N`) from the start of that epoch; and it
+deletes its backup at the end of every `fit` call, which staged training (one
+`fit` per stage) cannot use.
+"""
 
 import json
+import math
 import os
 
 import keras
 
+from sft_keras.errors import ConfigError
 from sft_keras.files import atomic_write_text
+
+STATE_FILE = "state.json"
+
+
+def read_state(directory):
+    """Returns the `state.json` dict in `directory`, or None when there is none."""
+    path = os.path.join(directory, STATE_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _link_or_copy(source, target):
+    tmp = os.path.join(os.path.dirname(target), f".tmp-link-{os.path.basename(target)}")
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    try:
+        os.link(source, tmp)
+    except OSError:  # No hard links here (some network file systems): copy.
+        import shutil
+
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def finish_commit(directory, state):
+    """Points `last`/`best.weights.h5` at the epoch file `state` names; removes stale files.
+
+    Idempotent: called after every commit and again on restart, which
+    completes a commit that a kill interrupted after `state.json` was written.
+    """
+    weights = state.get("weights")
+    if not weights or not os.path.exists(os.path.join(directory, weights)):
+        return
+    source = os.path.join(directory, weights)
+    _link_or_copy(source, os.path.join(directory, "last.weights.h5"))
+    if state.get("best_epoch") == state.get("last_epoch"):
+        _link_or_copy(source, os.path.join(directory, "best.weights.h5"))
+    for name in os.listdir(directory):
+        stale_epoch = name.startswith("epoch-") and name.endswith(".weights.h5") and name != weights
+        if stale_epoch or name.startswith(".tmp-"):
+            os.remove(os.path.join(directory, name))
+
+
+def _finite(value):
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True  # Not a number: nothing to check.
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
-    """Saves the weights after each epoch, atomically, and keeps the best.
+    """Saves the weights and optimizer state after each epoch, atomically, and keeps the best.
 
-    Writes `<directory>/last.weights.h5` every epoch and
-    `<directory>/best.weights.h5` whenever `monitor` improves, each through a
-    temporary file and an atomic rename, so a crash mid-save never leaves a
-    broken checkpoint. `<directory>/state.json` records the last epoch and
-    the best value.
+    Each finished epoch is committed as described in this module's docstring:
+    `<directory>/last.weights.h5` always, `<directory>/best.weights.h5`
+    whenever `monitor` improves, and `<directory>/state.json` with the last
+    epoch, the stage, and the best value. An epoch whose logs hold a NaN or
+    infinite loss or monitor value is not committed, so `last` and `best`
+    keep the last good weights. After the first epoch a `monitor` missing
+    from the logs is a `ConfigError` naming the keys that are there.
 
     Args:
         directory: str. Where the checkpoints go.
         monitor: str. The logged quantity that decides "best", e.g. `"val_loss"`.
         mode: str. `"min"` or `"max"`.
+        state: dict or None. A `state.json` read back on resume: the best
+            value and epoch carry on from it.
 
     Example:
 
@@ -31,27 +106,23 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     >>> _ = model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=2, verbose=0,
     ...               callbacks=[ckpt])
     >>> sorted(os.listdir(ckpt.directory))
-    ['best.weights.h5', 'last.weights.h5', 'state.json']
+    ['best.weights.h5', 'epoch-2.weights.h5', 'last.weights.h5', 'state.json']
     """
 
-    def __init__(self, directory, monitor="val_loss", mode="min"):
+    def __init__(self, directory, monitor="val_loss", mode="min", state=None):
         super().__init__()
         self.directory = directory
         self.monitor = monitor
         self.mode = mode
-        self.best = None
-        self.best_epoch = None
+        state = state or {}
+        self.best = state.get("best")
+        self.best_epoch = state.get("best_epoch")
+        self.stage = state.get("stage", 0)
+        self.last_epoch = state.get("last_epoch", 0)
 
     @property
     def best_path(self):
         return os.path.join(self.directory, "best.weights.h5")
-
-    def _save(self, name):
-        os.makedirs(self.directory, exist_ok=True)
-        final = os.path.join(self.directory, name)
-        tmp = os.path.join(self.directory, f".tmp-{name}")  # Keeps the .weights.h5 suffix.
-        self.model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, final)
 
     def _improved(self, value):
         if self.best is None:
@@ -60,15 +131,100 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        self._save("last.weights.h5")
-        value = logs.get(self.monitor)
-        if value is not None and self._improved(float(value)):
-            self.best, self.best_epoch = float(value), epoch + 1
-            self._save("best.weights.h5")
+        if self.monitor not in logs:
+            raise ConfigError(
+                f"train.monitor={self.monitor!r} is not among the values logged after "
+                f"epoch {epoch + 1}: {', '.join(sorted(logs))}. Set train.monitor to one of them."
+            )
+        if not all(_finite(logs[key]) for key in ("loss", self.monitor) if key in logs):
+            return  # Diverged: keep the last good checkpoint (StopOnNaN reports it).
+        os.makedirs(self.directory, exist_ok=True)
+        name = f"epoch-{epoch + 1}.weights.h5"
+        tmp = os.path.join(self.directory, f".tmp-{name}")  # Keeps the .weights.h5 suffix.
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, os.path.join(self.directory, name))
+        value = float(logs[self.monitor])
+        if self._improved(value):
+            self.best, self.best_epoch = value, epoch + 1
+        self.last_epoch = epoch + 1
         state = {
             "last_epoch": epoch + 1,
+            "stage": self.stage,
+            "weights": name,
             "monitor": self.monitor,
+            "mode": self.mode,
             "best": self.best,
             "best_epoch": self.best_epoch,
+            "complete": False,
         }
-        atomic_write_text(os.path.join(self.directory, "state.json"), json.dumps(state, indent=2))
+        atomic_write_text(os.path.join(self.directory, STATE_FILE), json.dumps(state, indent=2))
+        finish_commit(self.directory, state)
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or infinite, and says where.
+
+    Like `keras.callbacks.TerminateOnNaN`, but keeps what happened in
+    `failure` (epoch, batch, loss value) so the caller can raise a clear
+    error and exit non-zero instead of finishing with broken weights.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    >>> model.compile(keras.optimizers.SGD(1e30), "mse")
+    >>> guard = StopOnNaN()
+    >>> _ = model.fit(np.full((8, 1), 1e10), np.zeros((8, 1)), epochs=3, batch_size=2,
+    ...               verbose=0, callbacks=[guard])
+    >>> guard.failure["epoch"], guard.failure["batch"] < 4
+    (1, True)
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.failure = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        loss = logs.get("loss")
+        if loss is not None and not _finite(loss) and self.failure is None:
+            self.failure = {"epoch": self._epoch + 1, "batch": batch + 1, "loss": float(loss)}
+            self.model.stop_training = True
+
+
+class EarlyStopAfterBest(keras.callbacks.Callback):
+    """Stops when `checkpoint.best_epoch` is `patience` epochs old.
+
+    Reads the best epoch from the `AtomicCheckpoint`, so the count carries on
+    across `fit` calls (stages) and across a resume. A new stage restarts
+    the count: set `stage_start` (1-based epoch before the stage's first) so
+    every stage gets `patience` epochs to improve. Keras's `EarlyStopping`
+    resets itself at the start of every `fit` and is not saved on disk.
+
+    Args:
+        checkpoint: `AtomicCheckpoint` of the same run.
+        patience: int. Epochs without improvement before stopping.
+    """
+
+    def __init__(self, checkpoint, patience):
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.patience = patience
+        self.stage_start = 0
+        self.stopped_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        since = max(self.checkpoint.best_epoch or 0, self.stage_start)
+        if epoch + 1 - since >= self.patience:
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True
+            print(
+                f"Early stopping after epoch {epoch + 1}: {self.checkpoint.monitor} has not "
+                f"improved for {self.patience} epochs (best {self.checkpoint.best} at epoch "
+                f"{self.checkpoint.best_epoch}).",
+                flush=True,
+            )

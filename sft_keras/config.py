@@ -130,6 +130,16 @@ def get_default_config():
     # best weights; 0 disables early stopping.
     c.train.early_stopping_patience = 3
     c.train.monitor = "val_loss"
+    # Stages and resume.
+    # Staged unfreezing: ('EPOCH:ITEMS', ...), each from a 0-based epoch on, e.g.
+    # ('0:backbone', '2:until=-4,lr=0.1', '4:all,lr=0.01'): head only, then the
+    # last 4 backbone layers at 0.1 x learning_rate, then everything at 0.01 x.
+    # Items: backbone | all | until=N | freeze=REGEX | lr=FACTOR (see
+    # sft_keras.freezing.parse_stages). Empty: model.freeze for every epoch.
+    # When set, it replaces model.freeze.until/patterns/backbone (batchnorm stays).
+    # Rerunning sft-train on the same workdir resumes after the last finished
+    # epoch (weights, optimizer state, stage); --overwrite starts afresh.
+    c.train.stages = ()
 
     # === Runtime ===
     c.runtime = config_dict.ConfigDict()
@@ -343,5 +353,8 @@ def _check_values(c, check_files=True):
     from sft_keras.tasks import get_task
 
     _one_of("train.monitor", t.monitor, get_task(c.task).monitors)
+    from sft_keras.freezing import parse_stages
+
+    parse_stages(t.stages)  # Raises a ConfigError naming the stage and the format.
 
     distribute.STRATEGIES.get(c.runtime.strategy)

@@ -29,3 +29,7 @@ class ExportError(SftError):
 
 class WorkdirError(SftError):
     """A run's workdir cannot be read back (missing folder, config or checkpoint)."""
+
+
+class TrainingError(SftError):
+    """Training cannot go on (e.g. the loss became NaN); the message says why and what to try."""

@@ -138,3 +138,132 @@ def trainable_summary(model):
     total_f = sum(r[3] for r in rows)
     lines.append(f"{'total':<22} {'':>16} {total_t:>19,} {total_f:>16,}")
     return "\n".join(lines)
+
+
+class Stage:
+    """One step of a staged-unfreezing schedule (see `parse_stages`).
+
+    Args:
+        epoch: int. The first epoch (0-based) this stage trains.
+        until: int or None. Freeze `backbone.layers[:until]` (`model.freeze.until`).
+        patterns: tuple of str. Also freeze layers matching these regular expressions.
+        freeze_all: bool. Freeze the whole backbone (train the head only).
+        lr_factor: float. Learning rate of this stage as a multiple of
+            `train.learning_rate`.
+        text: str. The stage as written in the config, for messages.
+    """
+
+    def __init__(self, epoch, until=None, patterns=(), freeze_all=False, lr_factor=1.0, text=""):
+        self.epoch = epoch
+        self.until = until
+        self.patterns = tuple(patterns)
+        self.freeze_all = freeze_all
+        self.lr_factor = lr_factor
+        self.text = text
+
+    def __repr__(self):
+        return f"Stage({self.text!r})"
+
+
+def _stage_error(index, text, problem):
+    return ConfigError(
+        f"train.stages[{index}] {problem}. Received: train.stages[{index}]={text!r}. "
+        "A stage is 'EPOCH:ITEM,ITEM,...' with items 'backbone' (head only), 'all' (train "
+        "everything), 'until=N' (freeze backbone.layers[:N]), 'freeze=REGEX' (freeze "
+        "matching layers; repeatable) and 'lr=FACTOR' (times train.learning_rate), e.g. "
+        "('0:backbone', '2:until=-4,lr=0.1', '4:all,lr=0.01')"
+    )
+
+
+def parse_stages(texts):
+    """Parses `train.stages` strings into `Stage`s, checking every value.
+
+    Each string is `"EPOCH:ITEM,ITEM,..."`: from 0-based epoch `EPOCH` on,
+    train with this freezing until the next stage starts. Items:
+    `backbone` freezes the whole backbone (head only); `all` freezes
+    nothing; `until=N` freezes `backbone.layers[:N]` (negative counts from
+    the end, as `model.freeze.until`); `freeze=REGEX` freezes layers whose
+    name matches (as `model.freeze.patterns`; repeat the item for several);
+    `lr=FACTOR` sets the learning rate to FACTOR x `train.learning_rate`
+    (default 1). The first stage starts at epoch 0; epochs increase.
+
+    Args:
+        texts: sequence of str, e.g. `("0:backbone", "2:until=-4,lr=0.1")`.
+
+    Returns:
+        List of `Stage`, in epoch order.
+
+    Raises:
+        ConfigError: naming the stage, the value and the accepted format.
+
+    Example:
+
+    >>> stages = parse_stages(("0:backbone", "2:until=-4,lr=0.1", "4:all,lr=0.01"))
+    >>> [(s.epoch, s.freeze_all, s.until, s.lr_factor) for s in stages]
+    [(0, True, None, 1.0), (2, False, -4, 0.1), (4, False, None, 0.01)]
+    """
+    if isinstance(texts, str):
+        raise ConfigError(
+            f"train.stages must be a tuple of strings, not one string. Received: "
+            f"train.stages={texts!r}; write e.g. ('0:backbone', '2:all,lr=0.1')"
+        )
+    stages = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or ":" not in text:
+            raise _stage_error(i, text, "must be a string 'EPOCH:ITEMS'")
+        epoch_text, _, items_text = text.partition(":")
+        try:
+            epoch = int(epoch_text.strip())
+        except ValueError:
+            raise _stage_error(i, text, f"starts with {epoch_text!r}, not an epoch number") from None
+        if epoch < 0:
+            raise _stage_error(i, text, "starts at a negative epoch")
+        stage = Stage(epoch, text=text)
+        patterns = []
+        for item in (x.strip() for x in items_text.split(",")):
+            key, has_value, value = item.partition("=")
+            key = key.strip()
+            if item == "backbone":
+                stage.freeze_all = True
+            elif item == "all":
+                stage.freeze_all, stage.until = False, None
+            elif key == "until" and has_value:
+                try:
+                    stage.until = int(value)
+                except ValueError:
+                    raise _stage_error(i, text, f"has until={value!r}, not an integer") from None
+            elif key == "freeze" and has_value:
+                try:
+                    re.compile(value)
+                except re.error as e:
+                    raise _stage_error(i, text, f"has an invalid regular expression ({e})") from None
+                patterns.append(value)
+            elif key == "lr" and has_value:
+                try:
+                    stage.lr_factor = float(value)
+                except ValueError:
+                    raise _stage_error(i, text, f"has lr={value!r}, not a number") from None
+                if not stage.lr_factor > 0:
+                    raise _stage_error(i, text, f"has lr={value!r}; it must be > 0")
+            else:
+                raise _stage_error(i, text, f"has an unknown item {item!r}")
+        stage.patterns = tuple(patterns)
+        if not stages and epoch != 0:
+            raise _stage_error(i, text, "is the first stage and must start at epoch 0")
+        if stages and epoch <= stages[-1].epoch:
+            raise _stage_error(
+                i, text, f"starts at epoch {epoch}, not after the previous stage's {stages[-1].epoch}"
+            )
+        stages.append(stage)
+    return stages
+
+
+def stage_index_at(stages, epoch):
+    """Returns the index of the stage that trains 0-based `epoch`.
+
+    Example:
+
+    >>> stage_index_at(parse_stages(("0:backbone", "2:all")), 3)
+    1
+    """
+    return max(i for i, stage in enumerate(stages) if stage.epoch <= epoch)

@@ -18,7 +18,10 @@ The workdir receives:
     export/<N>/        a SavedModel for TF Serving; every run adds a new version
 """
 
+import json
+import math
 import os
+import shutil
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Hide TF's C++ info lines; keep warnings.
@@ -30,32 +33,277 @@ from ml_collections import config_flags
 from sft_keras import config as config_lib
 from sft_keras import data as data_lib
 from sft_keras import backbones, distribute, evaluate, export, freezing, models, optimizers
-from sft_keras.callbacks import AtomicCheckpoint
-from sft_keras.errors import SftError
-from sft_keras.files import atomic_write_text
+from sft_keras.callbacks import (
+    AtomicCheckpoint,
+    EarlyStopAfterBest,
+    StopOnNaN,
+    finish_commit,
+    read_state,
+)
+from sft_keras.data.pipeline import epoch_shuffled_batches
+from sft_keras.errors import ConfigError, SftError, TrainingError
+from sft_keras.files import atomic_write_text, existing_versions
 from sft_keras.tasks import get_task
 
 
-def build_callbacks(config, workdir):
-    """Returns the Keras callbacks for a run: checkpoints, TensorBoard, CSV log, early stop."""
+def build_callbacks(config, workdir, state=None):
+    """Returns the Keras callbacks for a run: TensorBoard, CSV log, checkpoints, NaN and early stop.
+
+    The CSV log appends (a resumed or staged run adds rows), the checkpoint
+    runs after it (its commit makes the CSV row count), and early stopping
+    reads the checkpoint's best epoch, so all of them span stages and resumes.
+
+    Args:
+        config: a validated config.
+        workdir: str. The run's workdir.
+        state: dict or None. `checkpoints/state.json` of the run being resumed.
+
+    Returns:
+        List of callbacks; `callbacks[0]` is the `AtomicCheckpoint`.
+    """
     task = get_task(config.task)
     monitor, mode = config.train.monitor, task.monitor_mode(config.train.monitor)
+    checkpoint = AtomicCheckpoint(
+        os.path.join(workdir, "checkpoints"), monitor=monitor, mode=mode, state=state
+    )
     callbacks = [
-        AtomicCheckpoint(os.path.join(workdir, "checkpoints"), monitor=monitor, mode=mode),
+        checkpoint,
+        StopOnNaN(),
         keras.callbacks.TensorBoard(log_dir=os.path.join(workdir, "logs")),
-        keras.callbacks.CSVLogger(os.path.join(workdir, "training_log.csv")),
+        keras.callbacks.CSVLogger(os.path.join(workdir, "training_log.csv"), append=True),
     ]
     if config.train.early_stopping_patience:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=monitor,
-                mode=mode,
-                patience=config.train.early_stopping_patience,
-                restore_best_weights=True,
-                verbose=1,
-            )
-        )
+        callbacks.append(EarlyStopAfterBest(checkpoint, config.train.early_stopping_patience))
     return callbacks
+
+
+def _ordered(callbacks):
+    # Keras calls callbacks in list order: the CSV row first, then the commit.
+    return callbacks[1:4] + callbacks[:1] + callbacks[4:]
+
+
+# Changing these between a run and its resume would make the checkpoint
+# meaningless (other data, another model) or change the data order.
+_RESUME_FIXED = ("seed", "task", "data.", "model.", "train.batch_size", "train.stages")
+# What `--overwrite` deletes; `export/` versions are always kept.
+_RUN_OUTPUTS = ("checkpoints", "logs", "training_log.csv", "metrics.json", "config.json",
+                "labels.txt", "classification_report.txt", "classification_report.json")
+
+
+def _flat(tree, prefix=""):
+    items = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            items.update(_flat(value, f"{prefix}{key}."))
+        else:
+            items[f"{prefix}{key}"] = value
+    return items
+
+
+def _check_resumable(config, workdir, state):
+    """Raises a ConfigError when `config` differs from the stored run in a key that matters."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        old = _flat(json.load(f))
+    new = _flat(json.loads(config_lib.config_to_json(config)))
+    changed = sorted(
+        k for k in set(old) | set(new) if old.get(k) != new.get(k) and k.startswith(_RESUME_FIXED)
+    )
+    if changed:
+        diffs = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ConfigError(
+            f"{workdir} holds a run stopped after epoch {state['last_epoch']} with a different "
+            f"config ({diffs}). Resuming needs the same data, model, batch size and stages: "
+            "rerun with the old values, use another --workdir, or pass --overwrite to start afresh."
+        )
+
+
+def clear_run(workdir):
+    """Deletes a run's checkpoints, logs and metrics in `workdir`, keeping `export/`.
+
+    Args:
+        workdir: str. A workdir written by `train_and_evaluate`.
+    """
+    for name in _RUN_OUTPUTS:
+        path = os.path.join(workdir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def _complete_run(workdir, state):
+    """The metrics of a finished run in `workdir` (no training, no new export)."""
+    with open(os.path.join(workdir, "metrics.json"), encoding="utf-8") as f:
+        metrics = json.load(f)
+    versions = existing_versions(os.path.join(workdir, "export"))
+    if versions:
+        metrics["export_path"] = os.path.join(workdir, "export", str(versions[-1]))
+    print(
+        f"The run in {workdir} is complete ({state['last_epoch']} epochs, best "
+        f"{state['monitor']}={state['best']} at epoch {state['best_epoch']}); not training "
+        "again. Pass --overwrite (Python: overwrite=True) to start afresh.",
+        flush=True,
+    )
+    return metrics
+
+
+def _compile(model, config, optimizer):
+    """Compiles `model` for `config.task` with `optimizer` (call inside the strategy scope)."""
+    task = get_task(config.task)
+    model.compile(
+        optimizer=optimizer,
+        loss=task.loss(),
+        metrics=task.metrics(),
+    )
+
+
+def _set_learning_rate(optimizer, value, stage):
+    try:
+        optimizer.learning_rate = value
+    except TypeError:
+        raise ConfigError(
+            f"train.stages[{stage}] sets a learning rate factor, but the optimizer's learning "
+            "rate is a schedule, which cannot be scaled per stage. Drop 'lr=' from the stages."
+        ) from None
+
+
+def _backbone_of(model):
+    """The nested backbone model inside `model` (the one layer that is itself a model)."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return nested[0]
+
+
+def _apply_stage(model, config, stages, index):
+    """Sets the trainable layers and learning rate of stage `index`; returns the backbone."""
+    stage = stages[index]
+    backbone = _backbone_of(model)
+    try:
+        freezing.set_trainable(
+            backbone, until=stage.until, patterns=stage.patterns, freeze_all=stage.freeze_all,
+            freeze_batchnorm=config.model.freeze.batchnorm,
+        )
+    except ConfigError as e:
+        raise ConfigError(f"train.stages[{index}]={stage.text!r}: {e}") from None
+    names = [layer.name for layer in backbone.layers]
+    if config.model.head.pooling != "cls" and "pooled_dense" in names:
+        backbone.get_layer("pooled_dense").trainable = False  # Not on the output's path.
+    _set_learning_rate(model.optimizer, config.train.learning_rate * stage.lr_factor, index)
+    return backbone
+
+
+def _fit(model, config, workdir, strategy, train_examples, num_train, validation_ds):
+    """Fits `model` stage by stage, resuming from `workdir/checkpoints` when a run stopped there.
+
+    Returns:
+        The run's `AtomicCheckpoint` (`best_path`: the best weights by `train.monitor`).
+    """
+    directory = os.path.join(workdir, "checkpoints")
+    state = read_state(directory)
+    start = state["last_epoch"] if state else 0
+    stages = freezing.parse_stages(config.train.stages)
+    if state:
+        finish_commit(directory, state)  # Completes a commit cut short by a kill.
+        with strategy.scope():
+            if stages:
+                freezing.set_trainable(_backbone_of(model), freeze_batchnorm=config.model.freeze.batchnorm)
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(os.path.join(directory, state["weights"]))
+        if not stages:
+            try:  # The file holds the old run's learning rate; the config's wins.
+                model.optimizer.learning_rate = config.train.learning_rate
+            except TypeError:
+                pass  # A schedule: it is part of the optimizer state.
+        logging.info("Resuming %s after epoch %d (stage %d).", workdir, start, state["stage"])
+        print(f"Resuming after epoch {start}.", flush=True)
+    elif stages:
+        # One optimizer for all stages: built on every variable it will ever
+        # train, its state (Adam moments, step count) carries over as layers
+        # unfreeze; a Keras optimizer cannot add variables after it is built.
+        with strategy.scope():
+            freezing.set_trainable(_backbone_of(model), freeze_batchnorm=config.model.freeze.batchnorm)
+            model.optimizer.build(model.trainable_variables)
+    callbacks = build_callbacks(config, workdir, state)
+    checkpoint, nan_guard = callbacks[0], callbacks[1]
+    early_stop = callbacks[4] if len(callbacks) > 4 else None
+    _keep_log_rows(os.path.join(workdir, "training_log.csv"), start)
+
+    epochs = config.train.epochs
+    steps = max(1, math.ceil(num_train / config.train.batch_size))
+    bounds = [s.epoch for s in stages] + [epochs] if stages else [0, epochs]
+    for index in range(len(bounds) - 1):
+        first, end = max(bounds[index], start), min(bounds[index + 1], epochs)
+        if first >= end:
+            continue
+        if stages:
+            with strategy.scope():
+                _apply_stage(model, config, stages, index)
+                _compile(model, config, model.optimizer)
+            print(f"Stage {index} ({stages[index].text!r}): epochs {first + 1}-{end}, learning "
+                  f"rate {float(model.optimizer.learning_rate):.3g}", flush=True)
+            print(freezing.trainable_summary(model), flush=True)
+            checkpoint.stage = index
+        if early_stop:
+            early_stop.stage_start = bounds[index]
+            since = max(checkpoint.best_epoch or 0, bounds[index])
+            if first - since >= early_stop.patience:
+                break  # The run stopped early before it was killed.
+        train_ds = epoch_shuffled_batches(
+            train_examples, config.train.batch_size, first, end, seed=config.seed,
+            shuffle_buffer=config.data.shuffle_buffer,
+        )
+        model.fit(
+            train_ds,
+            validation_data=validation_ds,
+            initial_epoch=first,
+            epochs=end,
+            steps_per_epoch=steps,
+            callbacks=_ordered(callbacks),
+            shuffle=False,  # epoch_shuffled_batches shuffles, seeded by epoch.
+            verbose=2 if os.environ.get("CI") else "auto",  # No progress bars in CI logs.
+        )
+        if nan_guard.failure:
+            learning_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+            raise TrainingError(_nan_message(nan_guard.failure, checkpoint, learning_rate, directory))
+        if early_stop and early_stop.stopped_epoch:
+            break
+    for stage in stages:
+        if stage.epoch >= epochs:
+            logging.warning("train.stages entry %r starts after train.epochs=%d: it never ran.",
+                            stage.text, epochs)
+    return checkpoint
+
+
+def _nan_message(failure, checkpoint, learning_rate, directory):
+    saved = (
+        f"The last good checkpoint (epoch {checkpoint.last_epoch}) is kept in {directory}; "
+        "rerunning with the same --workdir resumes from it."
+        if checkpoint.last_epoch else "No epoch finished, so no checkpoint was saved."
+    )
+    return (
+        f"Training stopped: the loss became {failure['loss']} at epoch {failure['epoch']}, "
+        f"batch {failure['batch']}. Likely causes: a learning rate too high (it was "
+        f"{learning_rate:.3g}: lower train.learning_rate or a stage's lr=), labels out of "
+        f"range for the task, or NaN/Inf in the inputs. {saved}"
+    )
+
+
+def _keep_log_rows(path, epochs_done):
+    """Drops rows of epochs not committed (a killed run logged them, a resume redoes them)."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines(keepends=True)
+    if not epochs_done:
+        os.remove(path)
+        return
+    kept = lines[:1] + [
+        line for line in lines[1:] if line.split(",", 1)[0].isdigit()
+        and int(line.split(",", 1)[0]) < epochs_done
+    ]
+    atomic_write_text(path, "".join(kept))
 
 
 def _image_inputs(config):
@@ -69,7 +317,7 @@ def _image_inputs(config):
         shuffle_buffer=config.data.shuffle_buffer,
         seed=config.seed,
     )
-    train_ds = data_lib.make_image_dataset(data.train, training=True, **pipeline)
+    train_ds = data_lib.make_image_dataset(data.train, training=False, **pipeline)  # Shuffled in _fit.
     validation_ds = data_lib.make_image_dataset(data.validation, training=False, **pipeline)
 
     def build_model(num_classes):
@@ -95,7 +343,7 @@ def _text_inputs(config):
         shuffle_buffer=config.data.shuffle_buffer,
         seed=config.seed,
     )
-    train_ds = data_lib.make_text_dataset(data.train, training=True, **pipeline)
+    train_ds = data_lib.make_text_dataset(data.train, training=False, **pipeline)  # Shuffled in _fit.
     validation_ds = data_lib.make_text_dataset(data.validation, training=False, **pipeline)
 
     def build_model(num_classes):
@@ -108,15 +356,22 @@ def _text_inputs(config):
     return data, train_ds, validation_ds, build_model, export_model
 
 
-def train_and_evaluate(config, workdir):
+def train_and_evaluate(config, workdir, overwrite=False):
     """Runs the whole spine: config -> data -> model -> fit -> evaluate -> export.
 
     Image backbones read images; text backbones (keras-hub encoders) read
     text and tokenize it in the pipeline. Everything else is shared.
 
+    A workdir holding an unfinished run (killed, or stopped by a NaN loss)
+    resumes after its last finished epoch, with the optimizer state and the
+    unfreezing stage; one holding a finished run is not trained again (its
+    metrics are returned). `overwrite=True` deletes the previous run's
+    checkpoints, logs and metrics (never `export/`) and starts afresh.
+
     Args:
         config: `ConfigDict` (see `sft_keras.config.get_default_config`).
         workdir: str. Where every output of the run is written.
+        overwrite: bool. Start afresh even if `workdir` holds a run.
 
     Returns:
         dict: the final metrics, plus `export_path` when export is enabled.
@@ -130,6 +385,18 @@ def train_and_evaluate(config, workdir):
     >>> metrics = train_and_evaluate(config, tempfile.mkdtemp())  # doctest: +SKIP
     """
     config = config_lib.validate_config(config)
+    if overwrite:
+        clear_run(workdir)
+    state = read_state(os.path.join(workdir, "checkpoints"))
+    if state and "weights" not in state:
+        raise ConfigError(
+            f"{workdir} holds a run written by an older sft_keras, which cannot be resumed: "
+            "pass --overwrite (Python: overwrite=True) to start afresh, or use another --workdir."
+        )
+    if state and state.get("complete"):
+        return _complete_run(workdir, state)
+    if state:
+        _check_resumable(config, workdir, state)
     os.makedirs(workdir, exist_ok=True)
     atomic_write_text(os.path.join(workdir, "config.json"), config_lib.config_to_json(config) + "\n")
     keras.utils.set_random_seed(config.seed)
@@ -149,26 +416,16 @@ def train_and_evaluate(config, workdir):
     strategy = distribute.get_strategy(config.runtime)
     with strategy.scope():
         model = build_model(max(len(data.class_names), 1))
-        model.compile(
-            optimizer=optimizers.build_optimizer(config.train),
-            loss=task.loss(),
-            metrics=task.metrics(),
-        )
-    print(freezing.trainable_summary(model), flush=True)
+        _compile(model, config, optimizers.build_optimizer(config.train))
+    if not config.train.stages:
+        print(freezing.trainable_summary(model), flush=True)
 
     # === Fit ===
-    callbacks = build_callbacks(config, workdir)
-    model.fit(
-        train_ds,
-        validation_data=validation_ds,
-        epochs=config.train.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # The dataset shuffles itself, seeded.
-        verbose=2 if os.environ.get("CI") else "auto",  # No progress bars in CI logs.
-    )
-    best = callbacks[0].best_path
+    checkpoint = _fit(model, config, workdir, strategy, train_ds.unbatch(), len(data.train),
+                      validation_ds)
+    best = checkpoint.best_path
     if os.path.exists(best):
-        model.load_weights(best)
+        model.load_weights(best)  # Evaluate and export the best epoch by train.monitor.
 
     # === Evaluate ===
     metrics = evaluate.evaluate_model(model, validation_ds, len(data.validation), "validation")
@@ -185,20 +442,33 @@ def train_and_evaluate(config, workdir):
                 "metrics": dict(metrics)}
         metrics["export_path"] = export_model(model, os.path.join(workdir, "export"), info)
         logging.info("Exported SavedModel to %s", metrics["export_path"])
+    _mark_complete(os.path.join(workdir, "checkpoints"))
     return metrics
+
+
+def _mark_complete(directory):
+    state = read_state(directory)
+    if state:
+        state["complete"] = True
+        atomic_write_text(os.path.join(directory, "state.json"), json.dumps(state, indent=2))
 
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path of a config file (configs/*.py) with a get_config() function."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs, metrics and exports.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False,
+    "Start afresh: delete the workdir's checkpoints, logs and metrics (never export/). "
+    "Without it, a rerun resumes an unfinished run and does not retrain a finished one.",
+)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
-        metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
     except SftError as e:
         sys.exit(f"sft-train: error: {e}")
     print(f"Done. Metrics: {metrics}")

@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -38,9 +37,8 @@ def trained_workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     images = write_image_folder(str(root / "images"), per_class=16)
     workdir = str(root / "workdir")
-    command = shutil.which("sft-train") or "sft-train"
     result = run_cli([
-        command,
+        "python", "-m", "sft_keras.train",
         f"--config={os.path.join(REPO_ROOT, 'configs', 'digits.py')}",
         f"--workdir={workdir}",
         "--config.data.source=image_folder",
@@ -107,13 +105,25 @@ def test_export_reloads_in_a_tensorflow_only_process_with_same_outputs(trained_w
     assert served["label"] == [labels[i] for i in np.argmax(expected, axis=1)]
 
 
-def test_rerun_writes_a_new_export_version(trained_workdir):
+def test_rerun_of_a_finished_run_does_not_retrain(trained_workdir):
+    workdir, _, _ = trained_workdir
+    config = validate_config(json.load(open(os.path.join(workdir, "config.json"))))
+    log = open(os.path.join(workdir, "training_log.csv")).read()
+    metrics = train_and_evaluate(config, workdir)
+    assert metrics["export_path"] == os.path.join(workdir, "export", "1")
+    assert metrics["accuracy"] == json.load(open(os.path.join(workdir, "metrics.json")))["accuracy"]
+    assert open(os.path.join(workdir, "training_log.csv")).read() == log
+    assert os.listdir(os.path.join(workdir, "export")) == ["1"]
+
+
+def test_overwrite_starts_afresh_and_writes_a_new_export_version(trained_workdir):
     workdir, images, _ = trained_workdir
     config = validate_config(json.load(open(os.path.join(workdir, "config.json"))))
     config.train.epochs = 1
-    metrics = train_and_evaluate(config, workdir)
+    metrics = train_and_evaluate(config, workdir, overwrite=True)
     assert metrics["export_path"] == os.path.join(workdir, "export", "2")
     assert sorted(os.listdir(os.path.join(workdir, "export"))) == ["1", "2"]
+    assert len(open(os.path.join(workdir, "training_log.csv")).read().splitlines()) == 2
 
 
 def test_mirrored_strategy_trains_on_two_logical_devices(tmp_path):

@@ -103,3 +103,40 @@ def make_text_dataset(examples, preprocessor, batch_size, task="classification",
     if training:
         ds = ds.shuffle(min(shuffle_buffer, len(labels)), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_shuffled_batches(examples_ds, batch_size, first_epoch, last_epoch, seed=0,
+                           shuffle_buffer=2048):
+    """Returns one stream of the training batches of epochs `first_epoch..last_epoch-1`.
+
+    Epoch `e` is `examples_ds` shuffled with seed `seed + e`, then batched,
+    so the order of epoch `e` is the same whether training started at epoch
+    0 or resumed at `e` in a new process (`reshuffle_each_iteration` would
+    tie it to how often this process iterated the dataset). Pass
+    `steps_per_epoch=ceil(n / batch_size)` to `fit`: the stream has exactly
+    that many batches per epoch.
+
+    Args:
+        examples_ds: unbatched `tf.data.Dataset` of examples (cache it first).
+        batch_size: int. Global batch size.
+        first_epoch: int. 0-based first epoch of the stream.
+        last_epoch: int. One past the last epoch.
+        seed: int. Base shuffle seed.
+        shuffle_buffer: int. Shuffle buffer size.
+
+    Example:
+
+    >>> ds = tf.data.Dataset.range(4)
+    >>> full = [b.numpy().tolist() for b in epoch_shuffled_batches(ds, 2, 0, 3, seed=1)]
+    >>> resumed = [b.numpy().tolist() for b in epoch_shuffled_batches(ds, 2, 2, 3, seed=1)]
+    >>> full[4:] == resumed
+    True
+    """
+
+    def one_epoch(epoch):
+        shuffled = examples_ds.shuffle(shuffle_buffer, seed=seed + epoch,
+                                       reshuffle_each_iteration=False)
+        return shuffled.batch(batch_size)
+
+    epochs = tf.data.Dataset.range(first_epoch, last_epoch)
+    return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
