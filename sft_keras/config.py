@@ -126,6 +126,25 @@ def get_default_config():
     c.train.learning_rate = 1e-3
     c.train.weight_decay = 0.0  # Used by 'adamw' (decoupled) and 'sgd'.
     c.train.momentum = 0.9  # Used by 'sgd'.
+    # Learning-rate schedule over the whole run: 'constant', 'cosine' or 'linear'
+    # (decays to min_lr_ratio * learning_rate at the last step), after a linear
+    # warmup of warmup_steps steps, or warmup_fraction of all steps when
+    # warmup_steps is 0.
+    c.train.schedule = "constant"
+    c.train.warmup_steps = 0
+    c.train.warmup_fraction = 0.0
+    c.train.min_lr_ratio = 0.0
+    # Gradient clipping (0: off): each gradient to this norm, or all of them
+    # together to this global norm. At most one of the two.
+    c.train.clipnorm = 0.0
+    c.train.global_clipnorm = 0.0
+    # Update the weights every N batches with the mean gradient (1: every batch):
+    # an effective batch of N * batch_size in the memory of one batch.
+    c.train.gradient_accumulation_steps = 1
+    # Layer-wise learning-rate decay (1.0 or 0: off). A backbone block i of n
+    # (0 = the bottom: embeddings, stem) trains at learning_rate * decay**(n - i);
+    # the head at learning_rate. Typical: 0.65-0.9 for BERT.
+    c.train.layerwise_lr_decay = 1.0
     # Stop when `monitor` has not improved for this many epochs and restore the
     # best weights; 0 disables early stopping.
     c.train.early_stopping_patience = 3
@@ -332,6 +351,23 @@ def _check_values(c):
         _fail("train.learning_rate", t.learning_rate, "must be a positive number")
     if not isinstance(t.weight_decay, (int, float)) or t.weight_decay < 0:
         _fail("train.weight_decay", t.weight_decay, "must be a number >= 0")
+    optimizers.SCHEDULES.get(t.schedule)
+    if isinstance(t.warmup_steps, bool) or not isinstance(t.warmup_steps, int) or (
+        t.warmup_steps < 0
+    ):
+        _fail("train.warmup_steps", t.warmup_steps, "must be an integer >= 0")
+    for key in ("warmup_fraction", "min_lr_ratio"):
+        if not isinstance(t[key], (int, float)) or not 0.0 <= t[key] < 1.0:
+            _fail(f"train.{key}", t[key], "must be a number in [0, 1)")
+    for key in ("clipnorm", "global_clipnorm"):
+        if not isinstance(t[key], (int, float)) or t[key] < 0:
+            _fail(f"train.{key}", t[key], "must be a number >= 0 (0: no clipping)")
+    if t.clipnorm and t.global_clipnorm:
+        _fail("train.global_clipnorm", t.global_clipnorm,
+              f"cannot be set together with train.clipnorm={t.clipnorm!r}; set one to 0")
+    _positive_int("train.gradient_accumulation_steps", t.gradient_accumulation_steps)
+    if not isinstance(t.layerwise_lr_decay, (int, float)) or not 0.0 <= t.layerwise_lr_decay <= 1.0:
+        _fail("train.layerwise_lr_decay", t.layerwise_lr_decay, "must be a number in [0, 1] (1 or 0: off)")
     if isinstance(t.early_stopping_patience, bool) or not isinstance(
         t.early_stopping_patience, int
     ) or t.early_stopping_patience < 0:

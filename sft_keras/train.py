@@ -115,6 +115,11 @@ def _text_inputs(config):
     return data, train_ds, validation_ds, build_model, export_model
 
 
+def _total_steps(config, num_train_examples):
+    """Optimizer steps in the whole run, for learning-rate schedules."""
+    return -(-num_train_examples // config.train.batch_size) * config.train.epochs
+
+
 def train_and_evaluate(config, workdir):
     """Runs the whole spine: config -> data -> model -> fit -> evaluate -> export.
 
@@ -157,7 +162,9 @@ def train_and_evaluate(config, workdir):
     with strategy.scope():
         model = build_model(max(len(data.class_names), 1))
         model.compile(
-            optimizer=optimizers.build_optimizer(config.train),
+            optimizer=optimizers.build_optimizer(
+                config.train, model, total_steps=_total_steps(config, len(data.train))
+            ),
             loss=task.loss(),
             metrics=task.metrics(),
         )
