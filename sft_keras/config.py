@@ -117,6 +117,7 @@ def get_default_config():
     c.model.head.hidden_units = ()  # e.g. (1024,) for Flatten -> Dense(1024) -> out.
     c.model.head.activation = "relu"
     c.model.head.dropout = 0.0  # Dropout before each hidden and the output Dense.
+    c.model.head.l2 = 0.0  # L2 penalty on the head's Dense kernels, added to the loss.
 
     # === Training ===
     c.train = config_dict.ConfigDict()
@@ -145,6 +146,13 @@ def get_default_config():
     # (0 = the bottom: embeddings, stem) trains at learning_rate * decay**(n - i);
     # the head at learning_rate. Typical: 0.65-0.9 for BERT.
     c.train.layerwise_lr_decay = 1.0
+    # Softens the targets of 'classification' and 'binary' losses: the true class
+    # gets 1 - s (+ s / classes), the others share s. 0: off.
+    c.train.label_smoothing = 0.0
+    # Weighs each training example's loss by its class: '' (all 1), 'balanced'
+    # (n / (classes * count), from the training labels; logged), weights in
+    # class-index order '1,4', or by name 'neg:1,pos:4' (unnamed classes: 1).
+    c.train.class_weight = ""
     # Stop when `monitor` has not improved for this many epochs and restore the
     # best weights; 0 disables early stopping.
     c.train.early_stopping_patience = 3
@@ -239,6 +247,14 @@ def _one_of(key, value, choices):
 def _positive_int(key, value):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         _fail(key, value, "must be a positive integer")
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_values(c):
@@ -342,6 +358,8 @@ def _check_values(c):
         _positive_int("model.head.hidden_units[i]", units)
     if not isinstance(m.head.dropout, (int, float)) or not 0.0 <= m.head.dropout < 1.0:
         _fail("model.head.dropout", m.head.dropout, "must be a number in [0, 1)")
+    if not isinstance(m.head.l2, (int, float)) or m.head.l2 < 0:
+        _fail("model.head.l2", m.head.l2, "must be a number >= 0 (0: off)")
 
     t = c.train
     _positive_int("train.epochs", t.epochs)
@@ -368,6 +386,19 @@ def _check_values(c):
     _positive_int("train.gradient_accumulation_steps", t.gradient_accumulation_steps)
     if not isinstance(t.layerwise_lr_decay, (int, float)) or not 0.0 <= t.layerwise_lr_decay <= 1.0:
         _fail("train.layerwise_lr_decay", t.layerwise_lr_decay, "must be a number in [0, 1] (1 or 0: off)")
+    if not isinstance(t.label_smoothing, (int, float)) or not 0.0 <= t.label_smoothing < 1.0:
+        _fail("train.label_smoothing", t.label_smoothing, "must be a number in [0, 1)")
+    if t.label_smoothing and c.task not in ("classification", "binary"):
+        _fail("train.label_smoothing", t.label_smoothing,
+              f"is for task='classification' or 'binary', not task={c.task!r}; set it to 0")
+    if t.class_weight and c.task not in ("classification", "binary"):
+        _fail("train.class_weight", t.class_weight,
+              f"is for task='classification' or 'binary', not task={c.task!r}; set it to ''")
+    if t.class_weight and t.class_weight != "balanced" and not all(
+        _is_number(item.rsplit(":", 1)[-1]) for item in t.class_weight.split(",")
+    ):
+        _fail("train.class_weight", t.class_weight,
+              "must be '', 'balanced', weights in class order like '1,4', or 'name:weight,...'")
     if isinstance(t.early_stopping_patience, bool) or not isinstance(
         t.early_stopping_patience, int
     ) or t.early_stopping_patience < 0:

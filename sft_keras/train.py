@@ -33,7 +33,7 @@ from sft_keras import backbones, distribute, evaluate, export, freezing, models,
 from sft_keras.callbacks import AtomicCheckpoint
 from sft_keras.errors import SftError
 from sft_keras.files import atomic_write_text
-from sft_keras.tasks import get_task
+from sft_keras.tasks import get_task, resolve_class_weight
 
 
 def build_callbacks(config, workdir):
@@ -165,18 +165,23 @@ def train_and_evaluate(config, workdir):
             optimizer=optimizers.build_optimizer(
                 config.train, model, total_steps=_total_steps(config, len(data.train))
             ),
-            loss=task.loss(),
+            loss=task.loss(config.train.label_smoothing),
             metrics=task.metrics(),
         )
     print(freezing.trainable_summary(model), flush=True)
 
     # === Fit ===
     callbacks = build_callbacks(config, workdir)
+    class_weight = resolve_class_weight(config.train.class_weight, data.train.labels, data.class_names)
+    if class_weight:
+        logging.info("Class weights (train.class_weight=%r): %s", config.train.class_weight,
+                     {data.class_names[i]: w for i, w in class_weight.items()})
     model.fit(
         train_ds,
         validation_data=validation_ds,
         epochs=config.train.epochs,
         callbacks=callbacks,
+        class_weight=class_weight,
         shuffle=False,  # The dataset shuffles itself, seeded.
         verbose=2 if os.environ.get("CI") else "auto",  # No progress bars in CI logs.
     )
