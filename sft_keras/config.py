@@ -17,7 +17,7 @@ from ml_collections import config_dict
 
 from sft_keras.errors import ConfigError
 
-TASKS = ("classification", "binary", "regression")
+TASKS = ("classification", "binary", "regression", "multilabel")
 IMAGE_SOURCES = ("image_folder", "csv", "digits")
 TEXT_SOURCES = ("text_file", "text_folder", "tfds", "chatterbot")
 POOLINGS = ("avg", "max", "flatten", "cls")
@@ -41,7 +41,8 @@ def get_default_config():
     c = config_dict.ConfigDict()
     c.seed = 42  # Python, NumPy and TF seeds, and the train/validation split.
     # What is learned: 'classification' (softmax over classes), 'binary'
-    # (one sigmoid unit), 'regression' (one linear unit, MSE loss).
+    # (one sigmoid unit), 'regression' (one linear unit, MSE loss), 'multilabel'
+    # (one sigmoid unit per label; an example has any number of labels).
     c.task = "classification"
 
     # === Data ===
@@ -60,6 +61,9 @@ def get_default_config():
     c.data.image_size = (32, 32)  # (height, width) the images are resized to.
     c.data.path_column = "path"  # CSV only: column with image paths.
     c.data.label_column = "label"  # CSV only: column with labels.
+    # task='multilabel': separates the labels in one label cell ("news|sports").
+    # In JSON lines the cell may also be a JSON list (["news", "sports"]).
+    c.data.label_separator = "|"
     # Files without an image extension inside an image folder are an error,
     # unless this is True (then they are skipped, with a warning).
     c.data.skip_unknown_files = False
@@ -153,6 +157,9 @@ def get_default_config():
     # (n / (classes * count), from the training labels; logged), weights in
     # class-index order '1,4', or by name 'neg:1,pos:4' (unnamed classes: 1).
     c.train.class_weight = ""
+    # task='multilabel': a label is predicted when its probability is >= this
+    # (metrics, the report and the export's `predicted` and `labels` outputs).
+    c.train.multilabel_threshold = 0.5
     # Stop when `monitor` has not improved for this many epochs and restore the
     # best weights; 0 disables early stopping.
     c.train.early_stopping_patience = 3
@@ -292,6 +299,12 @@ def _check_values(c):
         if not 0.0 < d.validation_split < 1.0:
             _fail("data.validation_split", d.validation_split, "must be in (0, 1)")
     _positive_int("data.shuffle_buffer", d.shuffle_buffer)
+    if c.task == "multilabel" and d.source not in ("text_file", "csv"):
+        _fail("data.source", d.source,
+              "cannot hold several labels per example for task='multilabel'; use 'text_file' "
+              "(text) or 'csv' (images)")
+    if not isinstance(d.label_separator, str) or not d.label_separator:
+        _fail("data.label_separator", d.label_separator, "must be a non-empty string")
     if c.task == "regression" and d.source in ("image_folder", "text_folder", "chatterbot"):
         _fail("data.source", d.source, "cannot hold numeric labels for task='regression'")
 
@@ -388,9 +401,10 @@ def _check_values(c):
         _fail("train.layerwise_lr_decay", t.layerwise_lr_decay, "must be a number in [0, 1] (1 or 0: off)")
     if not isinstance(t.label_smoothing, (int, float)) or not 0.0 <= t.label_smoothing < 1.0:
         _fail("train.label_smoothing", t.label_smoothing, "must be a number in [0, 1)")
-    if t.label_smoothing and c.task not in ("classification", "binary"):
+    if t.label_smoothing and c.task == "regression":
         _fail("train.label_smoothing", t.label_smoothing,
-              f"is for task='classification' or 'binary', not task={c.task!r}; set it to 0")
+              "is for classification, binary and multilabel tasks, not task='regression'; "
+              "set it to 0")
     if t.class_weight and c.task not in ("classification", "binary"):
         _fail("train.class_weight", t.class_weight,
               f"is for task='classification' or 'binary', not task={c.task!r}; set it to ''")
@@ -399,6 +413,10 @@ def _check_values(c):
     ):
         _fail("train.class_weight", t.class_weight,
               "must be '', 'balanced', weights in class order like '1,4', or 'name:weight,...'")
+    if not isinstance(t.multilabel_threshold, (int, float)) or not (
+        0.0 < t.multilabel_threshold < 1.0
+    ):
+        _fail("train.multilabel_threshold", t.multilabel_threshold, "must be a number in (0, 1)")
     if isinstance(t.early_stopping_patience, bool) or not isinstance(
         t.early_stopping_patience, int
     ) or t.early_stopping_patience < 0:

@@ -15,19 +15,24 @@ class Task:
     Args:
         name: str. The `task` config value.
         monitors: tuple of str. Metric names `train.monitor` may name.
+        threshold: float. Multilabel: a label is predicted when its
+            probability is >= this (`train.multilabel_threshold`).
+        label_separator: str. Multilabel: joins the predicted labels in the
+            served `labels` output (`data.label_separator`).
     """
 
     name: str
     monitors: tuple
+    threshold: float = 0.5
+    label_separator: str = "|"
 
     def output_units(self, num_classes):
         """Units of the output Dense layer."""
-        return num_classes if self.name == "classification" else 1
+        return num_classes if self.name in ("classification", "multilabel") else 1
 
     def output_activation(self):
-        return {"classification": "softmax", "binary": "sigmoid", "regression": "linear"}[
-            self.name
-        ]
+        return {"classification": "softmax", "binary": "sigmoid", "regression": "linear",
+                "multilabel": "sigmoid"}[self.name]
 
     def loss(self, label_smoothing=0.0):
         """The training loss; `label_smoothing` (classification, binary) softens the targets."""
@@ -35,7 +40,7 @@ class Task:
             if label_smoothing:
                 return SparseCategoricalCrossentropyWithSmoothing(label_smoothing)
             return keras.losses.SparseCategoricalCrossentropy()
-        if self.name == "binary":
+        if self.name in ("binary", "multilabel"):
             return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
         return keras.losses.MeanSquaredError()
 
@@ -44,24 +49,43 @@ class Task:
             return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         if self.name == "binary":
             return [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+        if self.name == "multilabel":
+            # accuracy: over every (example, label) pair; auc: micro (pairs pooled).
+            return [
+                keras.metrics.BinaryAccuracy(name="accuracy", threshold=self.threshold),
+                keras.metrics.AUC(name="auc"),
+                keras.metrics.F1Score(average="micro", threshold=self.threshold, name="f1_micro"),
+                keras.metrics.F1Score(average="macro", threshold=self.threshold, name="f1_macro"),
+            ]
         return [keras.metrics.MeanAbsoluteError(name="mae")]
 
     def monitor_mode(self, monitor):
         """'max' for metrics where higher is better, else 'min'."""
-        return "max" if monitor.removeprefix("val_") in ("accuracy", "auc") else "min"
+        higher = ("accuracy", "auc", "f1_micro", "f1_macro")
+        return "max" if monitor.removeprefix("val_") in higher else "min"
 
     def serving_outputs(self, model_outputs, class_names):
         """Maps the model's outputs to the named outputs of a serving signature.
 
         Classification and binary return `probabilities` (float32 [batch, classes]),
         `class_id` (int64 [batch]) and `label` (string [batch]); regression returns
-        `prediction` (float32 [batch]).
+        `prediction` (float32 [batch]). Multilabel returns `probabilities`
+        (float32 [batch, classes], independent sigmoids), `predicted` (bool
+        [batch, classes], probability >= `threshold`) and `labels` (string
+        [batch]: the predicted class names joined by `label_separator`, in
+        class order; empty when none passes).
         """
         import tensorflow as tf
 
         outputs = tf.cast(model_outputs, tf.float32)
         if self.name == "regression":
             return {"prediction": tf.reshape(outputs, [-1])}
+        if self.name == "multilabel":
+            predicted = outputs >= self.threshold
+            names = tf.broadcast_to(tf.constant(list(class_names), tf.string), tf.shape(outputs))
+            chosen = tf.ragged.boolean_mask(names, predicted)
+            labels = tf.strings.reduce_join(chosen, axis=-1, separator=self.label_separator)
+            return {"probabilities": outputs, "predicted": predicted, "labels": labels}
         if self.name == "binary":
             outputs = tf.concat([1.0 - outputs, outputs], axis=-1)
         class_id = tf.argmax(outputs, axis=-1, output_type=tf.int64)
@@ -179,9 +203,34 @@ TASKS = {
     "classification": Task("classification", monitors=("val_loss", "val_accuracy")),
     "binary": Task("binary", monitors=("val_loss", "val_accuracy", "val_auc")),
     "regression": Task("regression", monitors=("val_loss", "val_mae")),
+    "multilabel": Task(
+        "multilabel",
+        monitors=("val_loss", "val_accuracy", "val_auc", "val_f1_micro", "val_f1_macro"),
+    ),
 }
 
 
-def get_task(name):
-    """Returns the `Task` named `name` (one of 'classification', 'binary', 'regression')."""
-    return TASKS[name]
+def get_task(name, **options):
+    """Returns the `Task` named `name`, with `options` (e.g. `threshold`) set.
+
+    Args:
+        name: str or `Task`. One of 'classification', 'binary', 'regression',
+            'multilabel'; a `Task` is returned as is (with `options` applied).
+        **options: `Task` fields to override: `threshold`, `label_separator`.
+
+    Example:
+
+    >>> get_task("multilabel", threshold=0.3).output_activation()
+    'sigmoid'
+    """
+    task = name if isinstance(name, Task) else TASKS[name]
+    return dataclasses.replace(task, **options) if options else task
+
+
+def task_from_config(config):
+    """Returns the config's `Task`, with its multilabel threshold and label separator."""
+    return get_task(
+        config.task,
+        threshold=float(config.train.multilabel_threshold),
+        label_separator=config.data.label_separator,
+    )

@@ -33,7 +33,7 @@ from sft_keras import backbones, distribute, evaluate, export, freezing, models,
 from sft_keras.callbacks import AtomicCheckpoint
 from sft_keras.errors import SftError
 from sft_keras.files import atomic_write_text
-from sft_keras.tasks import get_task, resolve_class_weight
+from sft_keras.tasks import get_task, resolve_class_weight, task_from_config
 
 
 def build_callbacks(config, workdir):
@@ -77,7 +77,8 @@ def _image_inputs(config):
 
     def export_model(model, export_base, info):
         return export.export_image_model(
-            model, export_base, data.class_names, config.task, config.data.image_size, info=info
+            model, export_base, data.class_names, task_from_config(config), config.data.image_size,
+            info=info,
         )
 
     return data, train_ds, validation_ds, build_model, export_model
@@ -108,7 +109,7 @@ def _text_inputs(config):
     def export_model(model, export_base, info):
         num_texts = 2 if len(config.data.text_columns) == 2 else 1
         return export.export_text_model(
-            model, preprocessor, export_base, data.class_names, config.task,
+            model, preprocessor, export_base, data.class_names, task_from_config(config),
             num_texts=num_texts, info=info,
         )
 
@@ -157,7 +158,7 @@ def train_and_evaluate(config, workdir):
     )
 
     # === Model ===
-    task = get_task(config.task)
+    task = task_from_config(config)
     strategy = distribute.get_strategy(config.runtime)
     with strategy.scope():
         model = build_model(max(len(data.class_names), 1))
@@ -191,7 +192,12 @@ def train_and_evaluate(config, workdir):
 
     # === Evaluate ===
     metrics = evaluate.evaluate_model(model, validation_ds, len(data.validation), "validation")
-    if config.task != "regression":
+    if config.task == "multilabel":
+        metrics.update(evaluate.write_multilabel_report(
+            model, validation_ds, data.validation.labels, data.class_names, workdir,
+            threshold=config.train.multilabel_threshold,
+        ))
+    elif config.task != "regression":
         metrics.update(evaluate.write_classification_report(
             model, validation_ds, data.validation.labels, data.class_names, config.task, workdir
         ))
