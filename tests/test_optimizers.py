@@ -1,6 +1,7 @@
 """Optimizers, schedules, clipping, accumulation and layer-wise learning-rate decay."""
 
 import csv
+import logging
 import os
 
 import keras
@@ -171,17 +172,22 @@ def test_layerwise_blocks_for_keras_applications_names():
     assert blocks[-1][-1].name.startswith("conv5_block3")
 
 
-def test_recipe_trains_with_schedule_clipping_and_layerwise_decay(tmp_path, image_folder):
+def test_recipe_trains_with_schedule_clipping_and_layerwise_decay_mirrored(tmp_path, image_folder,
+                                                                          caplog):
+    caplog.set_level(logging.INFO)
     config = validate_config({
         "data": {"source": "image_folder", "path": image_folder, "validation_split": 0.25},
         "model": {"backbone": "small_cnn", "freeze": {"batchnorm": False}},
-        "train": {"epochs": 4, "batch_size": 9, "optimizer": "adamw", "learning_rate": 3e-3,
+        "train": {"epochs": 3, "batch_size": 8, "optimizer": "adamw", "learning_rate": 3e-3,
                   "weight_decay": 0.01, "schedule": "cosine", "warmup_steps": 2,
                   "global_clipnorm": 1.0, "layerwise_lr_decay": 0.8,
                   "gradient_accumulation_steps": 1, "early_stopping_patience": 0},
+        "runtime": {"strategy": "mirrored"},  # 2 logical CPUs (conftest).
     })
     metrics = train_and_evaluate(config, str(tmp_path / "run"))
     rows = list(csv.DictReader(open(os.path.join(tmp_path, "run", "training_log.csv"))))
     losses = [float(r["loss"]) for r in rows]
     assert losses[-1] < losses[0], losses
     assert np.isfinite(metrics["loss"])
+    assert "Optimizer LayerwiseAdamW, learning rate CosineDecay over 12 steps" in caplog.text
+    assert "global_clipnorm 1" in caplog.text
