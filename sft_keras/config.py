@@ -17,7 +17,7 @@ from ml_collections import config_dict
 
 from sft_keras.errors import ConfigError
 
-TASKS = ("classification", "binary", "regression")
+TASKS = ("classification", "binary", "regression", "multilabel")
 IMAGE_SOURCES = ("image_folder", "csv", "digits")
 TEXT_SOURCES = ("text_file", "text_folder", "tfds", "chatterbot")
 POOLINGS = ("avg", "max", "flatten", "cls")
@@ -41,7 +41,8 @@ def get_default_config():
     c = config_dict.ConfigDict()
     c.seed = 42  # Python, NumPy and TF seeds, and the train/validation split.
     # What is learned: 'classification' (softmax over classes), 'binary'
-    # (one sigmoid unit), 'regression' (one linear unit, MSE loss).
+    # (one sigmoid unit), 'regression' (one linear unit, MSE loss), 'multilabel'
+    # (one sigmoid unit per label; an example has any number of labels).
     c.task = "classification"
 
     # === Data ===
@@ -60,6 +61,9 @@ def get_default_config():
     c.data.image_size = (32, 32)  # (height, width) the images are resized to.
     c.data.path_column = "path"  # CSV only: column with image paths.
     c.data.label_column = "label"  # CSV only: column with labels.
+    # task='multilabel': separates the labels in one label cell ("news|sports").
+    # In JSON lines the cell may also be a JSON list (["news", "sports"]).
+    c.data.label_separator = "|"
     # Files without an image extension inside an image folder are an error,
     # unless this is True (then they are skipped, with a warning).
     c.data.skip_unknown_files = False
@@ -117,6 +121,7 @@ def get_default_config():
     c.model.head.hidden_units = ()  # e.g. (1024,) for Flatten -> Dense(1024) -> out.
     c.model.head.activation = "relu"
     c.model.head.dropout = 0.0  # Dropout before each hidden and the output Dense.
+    c.model.head.l2 = 0.0  # L2 penalty on the head's Dense kernels, added to the loss.
 
     # === Training ===
     c.train = config_dict.ConfigDict()
@@ -126,6 +131,35 @@ def get_default_config():
     c.train.learning_rate = 1e-3
     c.train.weight_decay = 0.0  # Used by 'adamw' (decoupled) and 'sgd'.
     c.train.momentum = 0.9  # Used by 'sgd'.
+    # Learning-rate schedule over the whole run: 'constant', 'cosine' or 'linear'
+    # (decays to min_lr_ratio * learning_rate at the last step), after a linear
+    # warmup of warmup_steps steps, or warmup_fraction of all steps when
+    # warmup_steps is 0.
+    c.train.schedule = "constant"
+    c.train.warmup_steps = 0
+    c.train.warmup_fraction = 0.0
+    c.train.min_lr_ratio = 0.0
+    # Gradient clipping (0: off): each gradient to this norm, or all of them
+    # together to this global norm. At most one of the two.
+    c.train.clipnorm = 0.0
+    c.train.global_clipnorm = 0.0
+    # Update the weights every N batches with the mean gradient (1: every batch):
+    # an effective batch of N * batch_size in the memory of one batch.
+    c.train.gradient_accumulation_steps = 1
+    # Layer-wise learning-rate decay (1.0 or 0: off). A backbone block i of n
+    # (0 = the bottom: embeddings, stem) trains at learning_rate * decay**(n - i);
+    # the head at learning_rate. Typical: 0.65-0.9 for BERT.
+    c.train.layerwise_lr_decay = 1.0
+    # Softens the targets of 'classification' and 'binary' losses: the true class
+    # gets 1 - s (+ s / classes), the others share s. 0: off.
+    c.train.label_smoothing = 0.0
+    # Weighs each training example's loss by its class: '' (all 1), 'balanced'
+    # (n / (classes * count), from the training labels; logged), weights in
+    # class-index order '1,4', or by name 'neg:1,pos:4' (unnamed classes: 1).
+    c.train.class_weight = ""
+    # task='multilabel': a label is predicted when its probability is >= this
+    # (metrics, the report and the export's `predicted` and `labels` outputs).
+    c.train.multilabel_threshold = 0.5
     # Stop when `monitor` has not improved for this many epochs and restore the
     # best weights; 0 disables early stopping.
     c.train.early_stopping_patience = 3
@@ -236,6 +270,14 @@ def _positive_int(key, value):
         _fail(key, value, "must be a positive integer")
 
 
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_values(c, check_files=True):
     from sft_keras import backbones, distribute, optimizers  # Registries.
 
@@ -271,6 +313,12 @@ def _check_values(c, check_files=True):
         if not 0.0 < d.validation_split < 1.0:
             _fail("data.validation_split", d.validation_split, "must be in (0, 1)")
     _positive_int("data.shuffle_buffer", d.shuffle_buffer)
+    if c.task == "multilabel" and d.source not in ("text_file", "csv"):
+        _fail("data.source", d.source,
+              "cannot hold several labels per example for task='multilabel'; use 'text_file' "
+              "(text) or 'csv' (images)")
+    if not isinstance(d.label_separator, str) or not d.label_separator:
+        _fail("data.label_separator", d.label_separator, "must be a non-empty string")
     if c.task == "regression" and d.source in ("image_folder", "text_folder", "chatterbot"):
         _fail("data.source", d.source, "cannot hold numeric labels for task='regression'")
 
@@ -337,6 +385,8 @@ def _check_values(c, check_files=True):
         _positive_int("model.head.hidden_units[i]", units)
     if not isinstance(m.head.dropout, (int, float)) or not 0.0 <= m.head.dropout < 1.0:
         _fail("model.head.dropout", m.head.dropout, "must be a number in [0, 1)")
+    if not isinstance(m.head.l2, (int, float)) or m.head.l2 < 0:
+        _fail("model.head.l2", m.head.l2, "must be a number >= 0 (0: off)")
 
     t = c.train
     _positive_int("train.epochs", t.epochs)
@@ -346,6 +396,41 @@ def _check_values(c, check_files=True):
         _fail("train.learning_rate", t.learning_rate, "must be a positive number")
     if not isinstance(t.weight_decay, (int, float)) or t.weight_decay < 0:
         _fail("train.weight_decay", t.weight_decay, "must be a number >= 0")
+    optimizers.SCHEDULES.get(t.schedule)
+    if isinstance(t.warmup_steps, bool) or not isinstance(t.warmup_steps, int) or (
+        t.warmup_steps < 0
+    ):
+        _fail("train.warmup_steps", t.warmup_steps, "must be an integer >= 0")
+    for key in ("warmup_fraction", "min_lr_ratio"):
+        if not isinstance(t[key], (int, float)) or not 0.0 <= t[key] < 1.0:
+            _fail(f"train.{key}", t[key], "must be a number in [0, 1)")
+    for key in ("clipnorm", "global_clipnorm"):
+        if not isinstance(t[key], (int, float)) or t[key] < 0:
+            _fail(f"train.{key}", t[key], "must be a number >= 0 (0: no clipping)")
+    if t.clipnorm and t.global_clipnorm:
+        _fail("train.global_clipnorm", t.global_clipnorm,
+              f"cannot be set together with train.clipnorm={t.clipnorm!r}; set one to 0")
+    _positive_int("train.gradient_accumulation_steps", t.gradient_accumulation_steps)
+    if not isinstance(t.layerwise_lr_decay, (int, float)) or not 0.0 <= t.layerwise_lr_decay <= 1.0:
+        _fail("train.layerwise_lr_decay", t.layerwise_lr_decay, "must be a number in [0, 1] (1 or 0: off)")
+    if not isinstance(t.label_smoothing, (int, float)) or not 0.0 <= t.label_smoothing < 1.0:
+        _fail("train.label_smoothing", t.label_smoothing, "must be a number in [0, 1)")
+    if t.label_smoothing and c.task == "regression":
+        _fail("train.label_smoothing", t.label_smoothing,
+              "is for classification, binary and multilabel tasks, not task='regression'; "
+              "set it to 0")
+    if t.class_weight and c.task not in ("classification", "binary"):
+        _fail("train.class_weight", t.class_weight,
+              f"is for task='classification' or 'binary', not task={c.task!r}; set it to ''")
+    if t.class_weight and t.class_weight != "balanced" and not all(
+        _is_number(item.rsplit(":", 1)[-1]) for item in t.class_weight.split(",")
+    ):
+        _fail("train.class_weight", t.class_weight,
+              "must be '', 'balanced', weights in class order like '1,4', or 'name:weight,...'")
+    if not isinstance(t.multilabel_threshold, (int, float)) or not (
+        0.0 < t.multilabel_threshold < 1.0
+    ):
+        _fail("train.multilabel_threshold", t.multilabel_threshold, "must be a number in (0, 1)")
     if isinstance(t.early_stopping_patience, bool) or not isinstance(
         t.early_stopping_patience, int
     ) or t.early_stopping_patience < 0:

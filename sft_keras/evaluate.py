@@ -80,3 +80,42 @@ def write_classification_report(model, dataset, labels, class_names, task, workd
         "macro_f1": float(macro["f1-score"]),
         "weighted_f1": float(weighted["f1-score"]),
     }
+
+
+def write_multilabel_report(model, dataset, labels, class_names, workdir, threshold=0.5):
+    """Writes the per-label report of a multilabel model; returns its summary metrics.
+
+    A label is predicted when its probability is >= `threshold`. Writes
+    `<workdir>/classification_report.txt` and `.json` (scikit-learn's
+    multilabel report: precision, recall, F1 and support per label, plus
+    micro, macro, weighted and per-example "samples" averages).
+
+    Args:
+        model: a trained multilabel `keras.Model` (sigmoid outputs).
+        dataset: an unshuffled batched `tf.data.Dataset` whose labels are `labels`.
+        labels: array `[n, classes]` of 0/1, in dataset order.
+        class_names: list of str.
+        workdir: str.
+        threshold: float. `train.multilabel_threshold`.
+
+    Returns:
+        dict with `micro_f1`, `macro_f1`, `weighted_f1`, `samples_f1` and
+        `exact_match` (fraction of examples whose whole label set is right).
+    """
+    import numpy as np
+    from sklearn import metrics as sk_metrics
+
+    predicted = (model.predict(dataset, verbose=0) >= threshold).astype(int)
+    y_true = np.asarray(labels).astype(int)
+    kwargs = dict(y_true=y_true, y_pred=predicted, target_names=[str(c) for c in class_names],
+                  zero_division=0, digits=4)
+    text = sk_metrics.classification_report(**kwargs)
+    report = sk_metrics.classification_report(output_dict=True, **kwargs)
+    atomic_write_text(os.path.join(workdir, "classification_report.txt"), text)
+    atomic_write_text(
+        os.path.join(workdir, "classification_report.json"), json.dumps(report, indent=2) + "\n"
+    )
+    summary = {f"{avg}_f1": float(report[f"{avg} avg"]["f1-score"])
+               for avg in ("micro", "macro", "weighted", "samples")}
+    summary["exact_match"] = float(np.mean(np.all(predicted == y_true, axis=1)))
+    return summary

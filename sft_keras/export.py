@@ -10,7 +10,9 @@ Image signatures (`export_image_model`):
 - `serving_default`: `image_bytes` (`tf.string [batch]`, encoded
   JPEG/PNG/GIF/BMP) -> `probabilities` (float32 `[batch, classes]`),
   `class_id` (int64 `[batch]`), `label` (string `[batch]`); regression
-  returns `prediction` (float32 `[batch]`) instead.
+  returns `prediction` (float32 `[batch]`) instead; multilabel returns
+  `probabilities`, `predicted` (bool `[batch, classes]`) and `labels`
+  (string `[batch]`, predicted labels joined by the label separator).
 - `serve_images`: `images` (float32 `[batch, height, width, 3]`, pixels in
   [0, 255]) -> the same outputs.
 """
@@ -39,7 +41,9 @@ def export_image_model(model, export_base, class_names, task, image_size, versio
         export_base: str. The folder holding the versions (e.g.
             `<workdir>/export`).
         class_names: list of str, in class-index order (empty for regression).
-        task: str. `"classification"`, `"binary"` or `"regression"`.
+        task: str or `sft_keras.tasks.Task`. `"classification"`, `"binary"`,
+            `"regression"` or `"multilabel"`; pass a `Task` (`task_from_config`)
+            to serve with a multilabel threshold other than 0.5.
         image_size: `(height, width)` the model expects; served images are
             resized to it exactly as in training.
         version: int or None. The version to write; None means one more than
@@ -70,6 +74,7 @@ def export_image_model(model, export_base, class_names, task, image_size, versio
     """
     height, width = image_size
     task_type = get_task(task)
+    task = task_type.name
     class_names = list(class_names)
 
     def serve_images(images):
@@ -124,7 +129,9 @@ def export_text_model(model, preprocessor, export_base, class_names, task, num_t
         preprocessor: the keras-hub preprocessor used in training.
         export_base: str. The folder holding the versions.
         class_names: list of str (empty for regression).
-        task: str. `"classification"`, `"binary"` or `"regression"`.
+        task: str or `sft_keras.tasks.Task`. `"classification"`, `"binary"`,
+            `"regression"` or `"multilabel"`; pass a `Task` (`task_from_config`)
+            to serve with a multilabel threshold other than 0.5.
         num_texts: int. 1, or 2 for sentence-pair tasks.
         version, overwrite, info: as in `export_image_model`.
 
@@ -135,6 +142,7 @@ def export_text_model(model, preprocessor, export_base, class_names, task, num_t
     from sft_keras.data.pipeline import TEXT_INPUTS
 
     task_type = get_task(task)
+    task = task_type.name
     class_names = list(class_names)
     length = preprocessor.sequence_length
     tokenizer = CoreBertTokenizer.from_keras_hub(
@@ -186,15 +194,18 @@ def export_model(config, model, export_base, class_names, preprocessor=None, inf
     Returns:
         str. The path of the written version folder.
     """
+    from sft_keras.tasks import task_from_config
+
+    task = task_from_config(config)
     if preprocessor is None:
         return export_image_model(
-            model, export_base, class_names, config.task, config.data.image_size,
+            model, export_base, class_names, task, config.data.image_size,
             version=version, overwrite=overwrite, info=info,
         )
     num_texts = 2 if len(config.data.text_columns) == 2 else 1
     info = {"text_columns": list(config.data.text_columns), **(info or {})}
     return export_text_model(
-        model, preprocessor, export_base, class_names, config.task,
+        model, preprocessor, export_base, class_names, task,
         num_texts=num_texts, version=version, overwrite=overwrite, info=info,
     )
 

@@ -6,7 +6,7 @@ from sft_keras.errors import ConfigError
 
 
 def add_head(features, task, num_classes, pooling="avg", hidden_units=(), activation="relu",
-             dropout=0.0):
+             dropout=0.0, l2=0.0):
     """Applies pooling, optional hidden Dense layers and the output layer.
 
     Args:
@@ -18,6 +18,9 @@ def add_head(features, task, num_classes, pooling="avg", hidden_units=(), activa
         hidden_units: sequence of int. One Dense layer per entry.
         activation: str. Activation of the hidden layers.
         dropout: float. Dropout rate before each Dense layer (0 disables).
+        l2: float. L2 penalty on the kernels of the head's Dense layers
+            (`model.head.l2`; 0 disables); it is added to the loss
+            (`model.losses`).
 
     Returns:
         The output tensor. The output layer computes in float32 so that mixed
@@ -33,6 +36,7 @@ def add_head(features, task, num_classes, pooling="avg", hidden_units=(), activa
     >>> [layer.name for layer in keras.Model(x, y).layers[1:]]
     ['flatten', 'head_dense_0', 'head_output']
     """
+    regularizer = keras.regularizers.L2(l2) if l2 else None
     x = features
     if len(x.shape) == 4:
         if pooling == "avg":
@@ -49,12 +53,15 @@ def add_head(features, task, num_classes, pooling="avg", hidden_units=(), activa
     for i, units in enumerate(hidden_units):
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"head_dropout_{i}")(x)
-        x = keras.layers.Dense(units, activation=activation, name=f"head_dense_{i}")(x)
+        x = keras.layers.Dense(
+            units, activation=activation, kernel_regularizer=regularizer, name=f"head_dense_{i}"
+        )(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="head_dropout_out")(x)
     return keras.layers.Dense(
         task.output_units(num_classes),
         activation=task.output_activation(),
+        kernel_regularizer=regularizer,
         dtype="float32",
         name="head_output",
     )(x)

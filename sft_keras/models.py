@@ -82,6 +82,7 @@ def build_image_model(config, num_classes):
         hidden_units=head.hidden_units,
         activation=head.activation,
         dropout=head.dropout,
+        l2=head.l2,
     )
     return keras.Model(inputs, outputs, name=f"{config.model.backbone}_{config.task}")
 
@@ -155,5 +156,6 @@ def build_text_model(config, backbone, num_classes):
         hidden_units=head.hidden_units,
         activation=head.activation,
         dropout=head.dropout,
+        l2=head.l2,
     )
     return keras.Model(inputs, outputs, name=f"{config.model.backbone}_{config.task}")

@@ -43,7 +43,7 @@ from sft_keras.callbacks import (
 from sft_keras.data.pipeline import epoch_shuffled_batches
 from sft_keras.errors import ConfigError, SftError, TrainingError
 from sft_keras.files import atomic_write_text, existing_versions
-from sft_keras.tasks import get_task
+from sft_keras.tasks import get_task, resolve_class_weight, task_from_config
 
 
 def build_callbacks(config, workdir, state=None):
@@ -152,10 +152,10 @@ def _complete_run(workdir, state):
 
 def _compile(model, config, optimizer):
     """Compiles `model` for `config.task` with `optimizer` (call inside the strategy scope)."""
-    task = get_task(config.task)
+    task = task_from_config(config)
     model.compile(
         optimizer=optimizer,
-        loss=task.loss(),
+        loss=task.loss(config.train.label_smoothing),
         metrics=task.metrics(),
     )
 
@@ -194,7 +194,8 @@ def _apply_stage(model, config, stages, index):
     return backbone
 
 
-def _fit(model, config, workdir, strategy, train_examples, num_train, validation_ds):
+def _fit(model, config, workdir, strategy, train_examples, num_train, validation_ds,
+         class_weight=None):
     """Fits `model` stage by stage, resuming from `workdir/checkpoints` when a run stopped there.
 
     Returns:
@@ -261,6 +262,7 @@ def _fit(model, config, workdir, strategy, train_examples, num_train, validation
             epochs=end,
             steps_per_epoch=steps,
             callbacks=_ordered(callbacks),
+            class_weight=class_weight,
             shuffle=False,  # epoch_shuffled_batches shuffles, seeded by epoch.
             verbose=2 if os.environ.get("CI") else "auto",  # No progress bars in CI logs.
         )
@@ -356,6 +358,11 @@ def _text_inputs(config):
     return data, train_ds, validation_ds, build_model, export_model
 
 
+def _total_steps(config, num_train_examples):
+    """Optimizer steps in the whole run, for learning-rate schedules."""
+    return -(-num_train_examples // config.train.batch_size) * config.train.epochs
+
+
 def train_and_evaluate(config, workdir, overwrite=False):
     """Runs the whole spine: config -> data -> model -> fit -> evaluate -> export.
 
@@ -412,24 +419,36 @@ def train_and_evaluate(config, workdir, overwrite=False):
     )
 
     # === Model ===
-    task = get_task(config.task)
+    task = task_from_config(config)
     strategy = distribute.get_strategy(config.runtime)
     with strategy.scope():
         model = build_model(max(len(data.class_names), 1))
-        _compile(model, config, optimizers.build_optimizer(config.train))
+        optimizer = optimizers.build_optimizer(
+            config.train, model, total_steps=_total_steps(config, len(data.train))
+        )
+        _compile(model, config, optimizer)
     if not config.train.stages:
         print(freezing.trainable_summary(model), flush=True)
 
     # === Fit ===
+    class_weight = resolve_class_weight(config.train.class_weight, data.train.labels, data.class_names)
+    if class_weight:
+        logging.info("Class weights (train.class_weight=%r): %s", config.train.class_weight,
+                     {data.class_names[i]: w for i, w in class_weight.items()})
     checkpoint = _fit(model, config, workdir, strategy, train_ds.unbatch(), len(data.train),
-                      validation_ds)
+                      validation_ds, class_weight=class_weight)
     best = checkpoint.best_path
     if os.path.exists(best):
         model.load_weights(best)  # Evaluate and export the best epoch by train.monitor.
 
     # === Evaluate ===
     metrics = evaluate.evaluate_model(model, validation_ds, len(data.validation), "validation")
-    if config.task != "regression":
+    if config.task == "multilabel":
+        metrics.update(evaluate.write_multilabel_report(
+            model, validation_ds, data.validation.labels, data.class_names, workdir,
+            threshold=config.train.multilabel_threshold,
+        ))
+    elif config.task != "regression":
         metrics.update(evaluate.write_classification_report(
             model, validation_ds, data.validation.labels, data.class_names, config.task, workdir
         ))

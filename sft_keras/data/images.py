@@ -18,6 +18,7 @@ from absl import logging
 
 from sft_keras.data.split import split_examples
 from sft_keras.data.folders import list_class_files
+from sft_keras.data.labels import encode_multilabel
 from sft_keras.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -115,7 +116,7 @@ def read_image_folder(path, class_names=None, skip_unknown_files=False):
 
 
 def read_csv_manifest(path, path_column="path", label_column="label", task="classification",
-                      class_names=None):
+                      class_names=None, label_separator="|"):
     """Reads a CSV manifest with one image path and one label per row.
 
     Relative paths are resolved against the CSV file's folder.
@@ -125,9 +126,12 @@ def read_csv_manifest(path, path_column="path", label_column="label", task="clas
         path_column: str. Column holding image paths.
         label_column: str. Column holding labels: class names, or numbers for
             `task="regression"`.
-        task: str. `"classification"`, `"binary"` or `"regression"`.
+        task: str. `"classification"`, `"binary"`, `"regression"` or
+            `"multilabel"` (labels joined by `label_separator`, e.g.
+            `"cat|outdoor"`; float32 multi-hot labels `[n, classes]`).
         class_names: list of str or None. For a validation manifest: the
             training classes; any other label is an error naming the line.
+        label_separator: str. Separates the labels of a cell (multilabel).
 
     Returns:
         `ImageExamples` with file paths.
@@ -181,6 +185,11 @@ def read_csv_manifest(path, path_column="path", label_column="label", task="clas
                     f"Received: {label_column}={label!r}"
                 ) from None
         return ImageExamples(images, np.asarray(labels, np.float32), [])
+    if task == "multilabel":
+        labels, class_names = encode_multilabel(
+            raw_labels, class_names, lambda line: f"{path}:{line}", label_column, label_separator
+        )
+        return ImageExamples(images, labels, class_names)
 
     if class_names is None:
         class_names = sorted({label for _, label in raw_labels})
@@ -239,7 +248,8 @@ def _read(source_path, config, task, class_names=None):
         examples = read_image_folder(source_path, class_names, config.skip_unknown_files)
     else:
         examples = read_csv_manifest(
-            source_path, config.path_column, config.label_column, task, class_names
+            source_path, config.path_column, config.label_column, task, class_names,
+            config.label_separator,
         )
     if config.validate_images:
         check_images_decode(examples.images)
@@ -275,6 +285,7 @@ def load_image_data(data_config, task, seed):
         validation = _read(data_config.validation_path, data_config, task, examples.class_names or None)
     else:
         train, validation = split_examples(
-            examples, data_config.validation_split, seed, stratify=task != "regression"
+            examples, data_config.validation_split, seed,
+            stratify=task not in ("regression", "multilabel"),
         )
     return ImageData(train=train, validation=validation, class_names=examples.class_names)

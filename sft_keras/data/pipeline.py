@@ -37,7 +37,7 @@ def make_image_dataset(examples, image_size, batch_size, task="classification", 
     size = tuple(image_size)
     label_dtype = np.int32 if task == "classification" else np.float32
     labels = np.asarray(examples.labels, label_dtype)
-    if task != "classification":
+    if task != "classification" and labels.ndim == 1:  # Multi-label: already [n, classes].
         labels = labels[:, None]
     if isinstance(examples.images, np.ndarray):
         ds = tf.data.Dataset.from_tensor_slices((examples.images, labels))
@@ -88,7 +88,7 @@ def make_text_dataset(examples, preprocessor, batch_size, task="classification",
     texts = np.asarray(examples.texts, dtype=object)
     label_dtype = np.int32 if task == "classification" else np.float32
     labels = np.asarray(examples.labels, label_dtype)
-    if task != "classification":
+    if task != "classification" and labels.ndim == 1:  # Multi-label: already [n, classes].
         labels = labels[:, None]
     if texts.ndim == 2:
         features = tuple(texts[:, i].astype(str).tolist() for i in range(texts.shape[1]))

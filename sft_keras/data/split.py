@@ -21,7 +21,8 @@ def split_examples(examples, validation_fraction, seed, stratify=True):
         validation_fraction: float in (0, 1). Fraction held out for validation.
         seed: int. The same seed gives the same split.
         stratify: bool. Split each class separately (classification); False
-            for regression labels.
+            for regression labels. Multi-hot labels (`[n, classes]`,
+            multi-label) always get a seeded random split.
 
     Returns:
         `(train, validation)`, each of the type of `examples`, every example
@@ -39,7 +40,7 @@ def split_examples(examples, validation_fraction, seed, stratify=True):
     """
     rng = np.random.RandomState(seed)
     n = len(examples)
-    if stratify:
+    if stratify and np.ndim(examples.labels) == 1:
         val_idx = []
         for label in np.unique(examples.labels):
             idx = np.flatnonzero(examples.labels == label)
@@ -72,8 +73,8 @@ def limit_examples(examples, n, seed):
     For classification (`examples.class_names` not empty) the subset is
     stratified: each class keeps its share of the `n` examples (largest
     remainders round), and every class keeps at least one example when
-    `n >= number of classes`. For regression the `n` examples are drawn
-    uniformly. The kept examples stay in their original order.
+    `n >= number of classes`. For regression and multi-label (multi-hot
+    labels) the `n` examples are drawn uniformly. The kept examples stay in their original order.
 
     Args:
         examples: `ImageExamples` or `TextExamples`.
@@ -103,7 +104,7 @@ def limit_examples(examples, n, seed):
     if n == 0 or n >= total:
         return examples
     rng = np.random.RandomState(seed)
-    if not examples.class_names:  # Regression: no classes to balance.
+    if not examples.class_names or np.ndim(examples.labels) > 1:  # Regression, multi-label.
         keep = rng.permutation(total)[:n]
         return examples.subset(np.sort(keep))
 

@@ -24,11 +24,12 @@ import re
 import numpy as np
 
 from sft_keras.data.folders import list_class_files
+from sft_keras.data.labels import encode_multilabel
 from sft_keras.data.split import limit_examples, split_examples
 from sft_keras.errors import ConfigError, DataError
 
 TEXT_SOURCES = ("text_file", "text_folder", "tfds", "chatterbot")
-TASKS = ("classification", "binary", "regression")
+TASKS = ("classification", "binary", "regression", "multilabel")
 # Extension -> format of `read_text_table`.
 TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 TEXT_TABLE_EXTENSIONS = tuple(TABLE_FORMATS)
@@ -165,7 +166,7 @@ def _encode_labels(raw_labels, task, class_names, where, label_name):
 
 
 def read_text_table(path, text_columns=("text",), label_column="label", task="classification",
-                    class_names=None):
+                    class_names=None, label_separator="|"):
     """Reads a table of texts and labels: CSV, TSV or JSON lines, chosen by extension.
 
     * `.csv`: comma-separated, with a header row; fields holding commas,
@@ -189,11 +190,16 @@ def read_text_table(path, text_columns=("text",), label_column="label", task="cl
             (`data.text_columns`).
         label_column: str. Column holding labels: class names, or numbers for
             `task="regression"`.
-        task: str. `"classification"`, `"binary"` or `"regression"`.
+        task: str. `"classification"`, `"binary"`, `"regression"` or
+            `"multilabel"` (a label cell holds labels joined by
+            `label_separator`, or in JSON lines a JSON list; labels become
+            float32 multi-hot vectors `[n, num_classes]`).
         class_names: list of str or None. For a validation file: the training
             classes; any other label is an error naming the line. None: the
             class names are the sorted distinct labels, as strings (`"0"`,
             `"1"`, ... for numeric labels; note `"10"` sorts before `"2"`).
+        label_separator: str. Separates the labels of a cell (`"a|c"`), for
+            `task="multilabel"`.
 
     Returns:
         `TextExamples`; `texts` is `[n]`, or `[n, 2]` for two text columns.
@@ -204,10 +210,12 @@ def read_text_table(path, text_columns=("text",), label_column="label", task="cl
             file and line, and the value received).
         ConfigError: `text_columns` does not name 1 or 2 columns.
     """
-    return _read_table(path, text_columns, label_column, task, class_names, "data.text_columns")
+    return _read_table(path, text_columns, label_column, task, class_names, "data.text_columns",
+                       label_separator)
 
 
-def _read_table(path, text_columns, label_column, task, class_names, columns_key):
+def _read_table(path, text_columns, label_column, task, class_names, columns_key,
+                label_separator="|"):
     _check_task(task)
     text_columns = _check_text_columns(text_columns, columns_key)
     path = os.fspath(path)
@@ -238,13 +246,25 @@ def _read_table(path, text_columns, label_column, task, class_names, columns_key
                 raise DataError(
                     f"{path}:{line}: empty text in column {column!r}. Fill it in or remove the row."
                 )
-        if label is None or label.strip() == "":
+        if isinstance(label, tuple):  # A JSON list.
+            if task != "multilabel":
+                raise DataError(
+                    f"{path}:{line}: label must be a string or a number (a list of labels "
+                    f"needs task='multilabel'). Received: {label_column}={list(label)!r}"
+                )
+            if not label:
+                raise DataError(f"{path}:{line}: empty {label_column!r} list.")
+        elif label is None or label.strip() == "":
             raise DataError(f"{path}:{line}: empty {label_column!r} value.")
         texts.append(tuple(v.strip() for v in values))
-        raw_labels.append((line, label.strip()))
-    labels, class_names = _encode_labels(
-        raw_labels, task, class_names, lambda line: f"{path}:{line}", label_column
-    )
+        raw_labels.append((line, label if isinstance(label, tuple) else label.strip()))
+    where = lambda line: f"{path}:{line}"  # noqa: E731
+    if task == "multilabel":
+        labels, class_names = encode_multilabel(
+            raw_labels, class_names, where, label_column, label_separator
+        )
+    else:
+        labels, class_names = _encode_labels(raw_labels, task, class_names, where, label_column)
     return TextExamples(_texts_array(texts), labels, class_names)
 
 
@@ -332,6 +352,9 @@ def _jsonl_rows(text, path, text_columns, label_column, columns_key):
                 )
             values.append(value)
         label = record[label_column]
+        if isinstance(label, list) and all(isinstance(v, (str, int)) for v in label):
+            rows.append((line, values, tuple(str(v) for v in label)))  # Multi-label.
+            continue
         if isinstance(label, (list, dict)):
             raise DataError(
                 f"{path}:{line}: label must be a string or a number. "
@@ -741,6 +764,11 @@ def load_text_data(data_config, task, seed):
             "data.source must be one of " + ", ".join(repr(s) for s in TEXT_SOURCES)
             + f" for text data. Received: data.source={source!r}"
         )
+    if source != "text_file" and task == "multilabel":
+        raise ConfigError(
+            f"task='multilabel' reads several labels per example from a table; "
+            f"data.source={source!r} has one class per example. Use data.source='text_file'."
+        )
     if source in ("text_folder", "chatterbot") and task == "regression":
         raise ConfigError(
             f"task='regression' needs numeric labels; data.source={source!r} has classes only. "
@@ -756,7 +784,9 @@ def load_text_data(data_config, task, seed):
     validation = None
     if source == "text_file":
         text_columns = _check_text_columns(d.text_columns, "data.text_columns")
-        train = read_text_table(d.path, text_columns, d.label_column, task)
+        train = read_text_table(
+            d.path, text_columns, d.label_column, task, label_separator=d.label_separator
+        )
         if d.validation_path:
             columns_key = "data.text_columns"
             validation_columns = text_columns
@@ -771,7 +801,7 @@ def load_text_data(data_config, task, seed):
                     )
             validation = _read_table(
                 d.validation_path, validation_columns, d.label_column, task,
-                train.class_names or None, columns_key,
+                train.class_names or None, columns_key, d.label_separator,
             )
     elif source == "text_folder":
         train = read_text_folder(d.path)
@@ -796,14 +826,14 @@ def load_text_data(data_config, task, seed):
             f"task='binary' needs exactly 2 classes. Received {len(class_names)} "
             f"classes: {class_names}."
         )
-    if task == "classification" and len(class_names) < 2:
+    if task in ("classification", "multilabel") and len(class_names) < 2:
         raise DataError(
-            f"task='classification' needs at least 2 classes. Received {len(class_names)} "
+            f"task={task!r} needs at least 2 classes. Received {len(class_names)} "
             f"class(es): {class_names}."
         )
     if validation is None:
         train, validation = split_examples(
-            train, d.validation_split, seed, stratify=task != "regression"
+            train, d.validation_split, seed, stratify=task not in ("regression", "multilabel")
         )
     train = limit_examples(train, d.max_train_examples, seed)
     return TextData(train=train, validation=validation, class_names=class_names)
