@@ -137,6 +137,16 @@ def train_and_evaluate(config, workdir):
     >>> metrics = train_and_evaluate(config, tempfile.mkdtemp())  # doctest: +SKIP
     """
     config = config_lib.validate_config(config)
+    # Before any other TF op: multi-worker strategies connect the cluster here.
+    strategy = distribute.get_strategy(config.runtime)
+    # Only the chief writes to `workdir`; other workers write to a temporary
+    # folder that is removed at the end.
+    with distribute.output_dir(strategy, workdir) as output_dir:
+        return _run(config, output_dir, strategy)
+
+
+def _run(config, workdir, strategy):
+    """The spine, in one process; `workdir` is a scratch folder on non-chief workers."""
     os.makedirs(workdir, exist_ok=True)
     atomic_write_text(os.path.join(workdir, "config.json"), config_lib.config_to_json(config) + "\n")
     keras.utils.set_random_seed(config.seed)
@@ -153,13 +163,13 @@ def train_and_evaluate(config, workdir):
 
     # === Model ===
     task = get_task(config.task)
-    strategy = distribute.get_strategy(config.runtime)
-    with strategy.scope():
+    with strategy.scope(), distribute.precision_policy(config.runtime.precision):
         model = build_model(max(len(data.class_names), 1))
         model.compile(
             optimizer=optimizers.build_optimizer(config.train),
             loss=task.loss(),
             metrics=task.metrics(),
+            jit_compile=distribute.jit_compile_arg(config.runtime),
         )
     print(freezing.trainable_summary(model), flush=True)
 
