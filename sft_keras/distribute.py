@@ -243,3 +243,70 @@ def output_dir(strategy, workdir):
         yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def is_multi_worker(strategy):
+    """True when `strategy` synchronizes several worker processes (TF_CONFIG)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.extended._in_multi_worker_mode()  # noqa: SLF001 (no public accessor)
+    )
+
+
+def prepare_for_multi_worker_fit(model, strategy):
+    """Makes Keras 3's `model.fit`/`evaluate` work under a multi-worker strategy.
+
+    Keras 3.15's TensorFlow trainer fails under `MultiWorkerMirroredStrategy`
+    (keras-team/keras#20585) in two places: (1) `_maybe_symbolic_build`
+    averages the first input batch across workers with one `strategy.reduce`
+    over the whole `(x, y)` structure ("Attempt to convert a value
+    (PerReplica...)"); the batch only gives shapes, so this process's local
+    batch is used instead; (2) step outputs (loss, metrics: scalars) are
+    averaged with `strategy.reduce("MEAN", v, axis=0)`, which rejects 0-d
+    values; they are averaged across workers with `axis=None`, so every
+    worker logs the same numbers and callbacks (early stopping, best
+    checkpoint) decide alike. BatchNormalization layers are switched to
+    `synchronized=True`, so moving statistics stay identical on every worker.
+    Does nothing for other strategies.
+
+    Args:
+        model: a Keras model built and compiled under `strategy.scope()`.
+        strategy: the run's `tf.distribute.Strategy`.
+    """
+    if not is_multi_worker(strategy):
+        return model
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tree.map_structure(
+                    lambda v: self.distribute_strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v,
+                    batch,
+                )
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = maybe_symbolic_build.__get__(model)  # noqa: SLF001
+    # BatchNorm moving statistics are not synchronized variables in Keras 3:
+    # each worker would keep its own. Synchronized BatchNorm computes the batch
+    # moments over the global batch, so every worker keeps the same statistics.
+    for layer in model._flatten_layers():  # noqa: SLF001
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+    if not getattr(tf_trainer.reduce_per_replica, "_sft_multi_worker", False):
+        original = tf_trainer.reduce_per_replica
+
+        def reduce_per_replica(values, strategy, reduction):
+            if reduction in ("auto", "mean") and is_multi_worker(strategy):
+                return tree.map_structure(
+                    lambda v: strategy.reduce("MEAN", v, axis=None), values
+                )
+            return original(values, strategy, reduction)
+
+        reduce_per_replica._sft_multi_worker = True
+        tf_trainer.reduce_per_replica = reduce_per_replica
+    return model

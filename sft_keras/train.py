@@ -171,6 +171,7 @@ def _run(config, workdir, strategy):
             metrics=task.metrics(),
             jit_compile=distribute.jit_compile_arg(config.runtime),
         )
+    distribute.prepare_for_multi_worker_fit(model, strategy)
     print(freezing.trainable_summary(model), flush=True)
 
     # === Fit ===
@@ -186,6 +187,14 @@ def _run(config, workdir, strategy):
     best = callbacks[0].best_path
     if os.path.exists(best):
         model.load_weights(best)
+    if distribute.is_multi_worker(strategy):
+        # Evaluate and export a local copy: no collectives after training, and
+        # predictions stay in validation order (the report relies on it).
+        trained = model
+        with distribute.precision_policy(config.runtime.precision):
+            model = build_model(max(len(data.class_names), 1))
+        model.set_weights(trained.get_weights())
+        model.compile(loss=task.loss(), metrics=task.metrics())
 
     # === Evaluate ===
     metrics = evaluate.evaluate_model(model, validation_ds, len(data.validation), "validation")
@@ -197,7 +206,7 @@ def _run(config, workdir, strategy):
     logging.info("Validation metrics: %s", metrics)
 
     # === Export ===
-    if config.export.enabled:
+    if config.export.enabled and distribute.is_chief(strategy):
         info = {"backbone": config.model.backbone, "preset": config.model.preset,
                 "metrics": dict(metrics)}
         metrics["export_path"] = export_model(model, os.path.join(workdir, "export"), info)
