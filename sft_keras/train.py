@@ -68,6 +68,7 @@ def _image_inputs(config):
         cache=config.data.cache,
         shuffle_buffer=config.data.shuffle_buffer,
         seed=config.seed,
+        deterministic=config.data.deterministic,
     )
     train_ds = data_lib.make_image_dataset(data.train, training=True, **pipeline)
     validation_ds = data_lib.make_image_dataset(data.validation, training=False, **pipeline)
@@ -96,6 +97,7 @@ def _text_inputs(config):
         cache=config.data.cache,
         shuffle_buffer=config.data.shuffle_buffer,
         seed=config.seed,
+        deterministic=config.data.deterministic,
     )
     train_ds = data_lib.make_text_dataset(data.train, training=True, **pipeline)
     validation_ds = data_lib.make_text_dataset(data.validation, training=False, **pipeline)
