@@ -88,6 +88,11 @@ def get_default_config():
     c.data.topics = ("ai", "coding", "emotion", "literature", "psychology", "trivia")
     c.data.cache = True  # Cache decoded images in memory after the first epoch.
     c.data.shuffle_buffer = 2048
+    # Keep tf.data's element order fixed in the parallel training maps (decode,
+    # tokenize). False is faster with slow-to-decode files, but then the
+    # training order can differ between runs with the same seed. Validation
+    # order is always kept (reports align predictions by position).
+    c.data.deterministic = False
     c.data.augment = config_dict.ConfigDict()
     c.data.augment.flip = "none"  # One of FLIP_MODES.
     c.data.augment.rotation = 0.0  # Max rotation, as a fraction of a full turn.
@@ -177,7 +182,18 @@ def get_default_config():
 
     # === Runtime ===
     c.runtime = config_dict.ConfigDict()
-    c.runtime.strategy = "default"  # 'default', 'one_device' or 'mirrored'.
+    # 'default' (no distribution), 'one_device', 'mirrored' (all local GPUs),
+    # 'multi_worker_mirrored' (workers from TF_CONFIG), 'tpu', or 'auto'
+    # (mirrored with >1 GPU, one_device with 1, default otherwise). See
+    # sft_keras/distribute.py; train.batch_size is the global batch.
+    c.runtime.strategy = "default"
+    c.runtime.tpu = ""  # strategy='tpu': TPU name or grpc:// address; "" auto-detects.
+    # 'float32', 'mixed_bfloat16' (TPU, Ampere+ GPUs) or 'mixed_float16' (older
+    # GPUs; Keras adds dynamic loss scaling). The output layer stays float32.
+    c.runtime.precision = "float32"
+    # XLA for the train/eval steps: 'auto' (Keras's default: on with a GPU when
+    # every layer supports it), 'true' or 'false'.
+    c.runtime.jit_compile = "auto"
 
     # === Export ===
     c.export = config_dict.ConfigDict()
@@ -443,3 +459,7 @@ def _check_values(c, check_files=True):
     parse_stages(t.stages)  # Raises a ConfigError naming the stage and the format.
 
     distribute.STRATEGIES.get(c.runtime.strategy)
+    if not isinstance(c.runtime.tpu, str):
+        _fail("runtime.tpu", c.runtime.tpu, "must be a TPU name or address (a string)")
+    _one_of("runtime.precision", c.runtime.precision, distribute.PRECISIONS)
+    distribute.jit_compile_arg(c.runtime)

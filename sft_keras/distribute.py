@@ -1,16 +1,35 @@
-"""The tf.distribute strategy named by `runtime.strategy`."""
+"""The runtime: tf.distribute strategy, mixed precision and XLA from `config.runtime`.
 
+`train.batch_size` is the GLOBAL batch size: each of
+`strategy.num_replicas_in_sync` replicas gets `batch_size / replicas` examples
+per step. With 8 GPUs and `batch_size=256`, each GPU sees 32 per step; keep the
+per-replica batch the same when adding devices by scaling `batch_size` (and
+usually the learning rate) with the number of replicas.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+import keras
 import tensorflow as tf
+from absl import logging
 
+from sft_keras.errors import ConfigError
 from sft_keras.registry import Registry
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+JIT_COMPILE = ("auto", "true", "false")
 
-def _one_device():
+
+def _one_device(runtime_config=None):
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
 
 
-def _mirrored():
+def _mirrored(runtime_config=None):
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
         return tf.distribute.MirroredStrategy([d.name for d in gpus])
@@ -25,10 +44,64 @@ def _mirrored():
     )
 
 
+def _default(runtime_config=None):
+    return tf.distribute.get_strategy()
+
+
+def _auto(runtime_config=None):
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        name, strategy = "mirrored", _mirrored()
+    elif len(gpus) == 1:
+        name, strategy = "one_device", _one_device()
+    else:
+        name, strategy = "default", _default()
+    logging.info("runtime.strategy='auto': %d GPU(s) visible, using %r.", len(gpus), name)
+    print(f"runtime.strategy='auto': {len(gpus)} GPU(s) visible, using {name!r}.", flush=True)
+    return strategy
+
+
+def _multi_worker_mirrored(runtime_config=None):
+    # Collective ops over the workers listed in TF_CONFIG (RING: plain gRPC,
+    # works on CPU hosts; NCCL is picked by AUTO on GPUs).
+    options = tf.distribute.experimental.CommunicationOptions(
+        implementation=tf.distribute.experimental.CommunicationImplementation.AUTO
+    )
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+def _tpu(runtime_config):
+    """TPUStrategy for `runtime.tpu`; a clear ConfigError when no TPU is reachable."""
+    address = runtime_config.tpu if runtime_config is not None else ""
+    # "": Colab / GCE auto-detection (COLAB_TPU_ADDR, the metadata server), then
+    # a TPU VM's local chips. Anything else: a TPU name or grpc:// address.
+    candidates = [address] if address else ["", "local"]
+    tried = []
+    for candidate in candidates:
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=candidate)
+            if candidate != "local":
+                tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            return tf.distribute.TPUStrategy(resolver)
+        except (ValueError, tf.errors.OpError, RuntimeError) as e:
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            tried.append(f"TPUClusterResolver(tpu={candidate!r}): {first_line}")
+    raise ConfigError(
+        f"runtime.strategy='tpu' but no TPU was found. Received: runtime.tpu={address!r}. "
+        f"Tried: {'; '.join(tried)}. Set runtime.tpu to the TPU name or address "
+        "(e.g. --config.runtime.tpu=grpc://10.0.0.2:8470, or 'local' on a TPU VM), "
+        "or pick another runtime.strategy ('auto', 'default', 'mirrored')."
+    )
+
+
 STRATEGIES = Registry("strategy", config_key="runtime.strategy")
-STRATEGIES.register("default", tf.distribute.get_strategy)
+STRATEGIES.register("default", _default)
 STRATEGIES.register("one_device", _one_device)
 STRATEGIES.register("mirrored", _mirrored)
+STRATEGIES.register("multi_worker_mirrored", _multi_worker_mirrored)
+STRATEGIES.register("tpu", _tpu)
+STRATEGIES.register("auto", _auto)
 
 
 def get_strategy(runtime_config):
@@ -38,10 +111,202 @@ def get_strategy(runtime_config):
     is the global batch size: each of `strategy.num_replicas_in_sync` replicas
     gets an equal share of it.
 
+    Names: `default` (no distribution), `one_device` (the first GPU, else the
+    CPU), `mirrored` (every local GPU, or every logical CPU), 
+    `multi_worker_mirrored` (workers from the `TF_CONFIG` environment
+    variable), `tpu` (`runtime.tpu`: a TPU name or address, "" to auto-detect
+    on Colab/GCE/TPU VM) and `auto` (mirrored with >1 GPU, one_device with 1,
+    default otherwise; the choice is logged).
+
+    Args:
+        runtime_config: the `runtime` part of a config.
+
     Example:
 
     >>> from sft_keras.config import get_default_config
     >>> get_strategy(get_default_config().runtime).num_replicas_in_sync
     1
     """
-    return STRATEGIES.get(runtime_config.strategy)()
+    return STRATEGIES.get(runtime_config.strategy)(runtime_config)
+
+
+def jit_compile_arg(runtime_config):
+    """Returns `model.compile`'s `jit_compile` argument for `runtime.jit_compile`.
+
+    Args:
+        runtime_config: the `runtime` part of a config; `jit_compile` is
+            `"auto"` (Keras's default: XLA where every layer supports it and
+            a GPU is present), `"true"` or `"false"` (any case).
+
+    Example:
+
+    >>> from sft_keras.config import get_default_config
+    >>> runtime = get_default_config().runtime
+    >>> jit_compile_arg(runtime)
+    'auto'
+    >>> runtime.jit_compile = "False"
+    >>> jit_compile_arg(runtime)
+    False
+    """
+    value = str(runtime_config.jit_compile).lower()
+    if value not in JIT_COMPILE:
+        raise ConfigError(
+            "runtime.jit_compile must be one of 'auto', 'true', 'false'. "
+            f"Received: runtime.jit_compile={runtime_config.jit_compile!r}"
+        )
+    return {"auto": "auto", "true": True, "false": False}[value]
+
+
+@contextlib.contextmanager
+def precision_policy(precision):
+    """Sets Keras's global dtype policy to `precision` inside the block, then restores it.
+
+    Build the model inside the block: layers take the policy when they are
+    created (mixed: float16/bfloat16 compute, float32 variables). Keras wraps
+    the optimizer in a `LossScaleOptimizer` at `compile()` when the model's
+    policy is `mixed_float16`; bfloat16 needs no loss scaling. sft_keras heads
+    compute their output layer in float32.
+
+    Args:
+        precision: str. One of `"float32"`, `"mixed_bfloat16"`, `"mixed_float16"`.
+
+    Example:
+
+    >>> with precision_policy("mixed_bfloat16"):
+    ...     keras.layers.Dense(2).dtype_policy.name
+    'mixed_bfloat16'
+    >>> keras.config.dtype_policy().name
+    'float32'
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            "runtime.precision must be one of " + ", ".join(repr(p) for p in PRECISIONS)
+            + f". Received: runtime.precision={precision!r}"
+        )
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def task_info(strategy):
+    """Returns `(task_type, task_id)` of this process in a multi-worker cluster.
+
+    `(None, 0)` outside multi-worker training, where this process is the chief.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return None, 0
+    return resolver.task_type, resolver.task_id or 0
+
+
+def is_chief(strategy):
+    """True when this process writes the run's outputs (checkpoints, logs, exports).
+
+    In multi-worker training that is the `chief` task, or `worker` 0 when the
+    cluster has no chief; every other process is not.
+
+    Example:
+
+    >>> is_chief(tf.distribute.get_strategy())
+    True
+    """
+    task_type, task_id = task_info(strategy)
+    if task_type is None:
+        return True
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    return task_type == "worker" and task_id == 0 and not has_chief
+
+
+@contextlib.contextmanager
+def output_dir(strategy, workdir):
+    """Yields the folder this process writes its outputs to.
+
+    The chief writes to `workdir`. Every other worker writes to a temporary
+    folder (multi-worker saving is collective: all workers must save, only
+    the chief's copy is kept), removed when the block ends.
+
+    Args:
+        strategy: the run's `tf.distribute.Strategy`.
+        workdir: str. The run's folder.
+    """
+    if is_chief(strategy):
+        yield workdir
+        return
+    task_type, task_id = task_info(strategy)
+    scratch = tempfile.mkdtemp(prefix=f"sft_{task_type}_{task_id}_")
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def is_multi_worker(strategy):
+    """True when `strategy` synchronizes several worker processes (TF_CONFIG)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.extended._in_multi_worker_mode()  # noqa: SLF001 (no public accessor)
+    )
+
+
+def prepare_for_multi_worker_fit(model, strategy):
+    """Makes Keras 3's `model.fit`/`evaluate` work under a multi-worker strategy.
+
+    Keras 3.15's TensorFlow trainer fails under `MultiWorkerMirroredStrategy`
+    (keras-team/keras#20585) in two places: (1) `_maybe_symbolic_build`
+    averages the first input batch across workers with one `strategy.reduce`
+    over the whole `(x, y)` structure ("Attempt to convert a value
+    (PerReplica...)"); the batch only gives shapes, so this process's local
+    batch is used instead; (2) step outputs (loss, metrics: scalars) are
+    averaged with `strategy.reduce("MEAN", v, axis=0)`, which rejects 0-d
+    values; they are averaged across workers with `axis=None`, so every
+    worker logs the same numbers and callbacks (early stopping, best
+    checkpoint) decide alike. BatchNormalization layers are switched to
+    `synchronized=True`, so moving statistics stay identical on every worker.
+    Does nothing for other strategies.
+
+    Args:
+        model: a Keras model built and compiled under `strategy.scope()`.
+        strategy: the run's `tf.distribute.Strategy`.
+    """
+    if not is_multi_worker(strategy):
+        return model
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tree.map_structure(
+                    lambda v: self.distribute_strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v,
+                    batch,
+                )
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = maybe_symbolic_build.__get__(model)  # noqa: SLF001
+    # BatchNorm moving statistics are not synchronized variables in Keras 3:
+    # each worker would keep its own. Synchronized BatchNorm computes the batch
+    # moments over the global batch, so every worker keeps the same statistics.
+    for layer in model._flatten_layers():  # noqa: SLF001
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+    if not getattr(tf_trainer.reduce_per_replica, "_sft_multi_worker", False):
+        original = tf_trainer.reduce_per_replica
+
+        def reduce_per_replica(values, strategy, reduction):
+            if reduction in ("auto", "mean") and is_multi_worker(strategy):
+                return tree.map_structure(
+                    lambda v: strategy.reduce("MEAN", v, axis=None), values
+                )
+            return original(values, strategy, reduction)
+
+        reduce_per_replica._sft_multi_worker = True
+        tf_trainer.reduce_per_replica = reduce_per_replica
+    return model

@@ -157,6 +157,7 @@ def _compile(model, config, optimizer):
         optimizer=optimizer,
         loss=task.loss(config.train.label_smoothing),
         metrics=task.metrics(),
+        jit_compile=distribute.jit_compile_arg(config.runtime),
     )
 
 
@@ -318,6 +319,7 @@ def _image_inputs(config):
         cache=config.data.cache,
         shuffle_buffer=config.data.shuffle_buffer,
         seed=config.seed,
+        deterministic=config.data.deterministic,
     )
     train_ds = data_lib.make_image_dataset(data.train, training=False, **pipeline)  # Shuffled in _fit.
     validation_ds = data_lib.make_image_dataset(data.validation, training=False, **pipeline)
@@ -344,6 +346,7 @@ def _text_inputs(config):
         cache=config.data.cache,
         shuffle_buffer=config.data.shuffle_buffer,
         seed=config.seed,
+        deterministic=config.data.deterministic,
     )
     train_ds = data_lib.make_text_dataset(data.train, training=False, **pipeline)  # Shuffled in _fit.
     validation_ds = data_lib.make_text_dataset(data.validation, training=False, **pipeline)
@@ -392,6 +395,16 @@ def train_and_evaluate(config, workdir, overwrite=False):
     >>> metrics = train_and_evaluate(config, tempfile.mkdtemp())  # doctest: +SKIP
     """
     config = config_lib.validate_config(config)
+    # Before any other TF op: multi-worker strategies connect the cluster here.
+    strategy = distribute.get_strategy(config.runtime)
+    # Only the chief writes to `workdir`; other workers write to a temporary
+    # folder that is removed at the end.
+    with distribute.output_dir(strategy, workdir) as output_dir:
+        return _run(config, output_dir, strategy, overwrite)
+
+
+def _run(config, workdir, strategy, overwrite=False):
+    """The spine, in one process; `workdir` is a scratch folder on non-chief workers."""
     if overwrite:
         clear_run(workdir)
     state = read_state(os.path.join(workdir, "checkpoints"))
@@ -420,13 +433,13 @@ def train_and_evaluate(config, workdir, overwrite=False):
 
     # === Model ===
     task = task_from_config(config)
-    strategy = distribute.get_strategy(config.runtime)
-    with strategy.scope():
+    with strategy.scope(), distribute.precision_policy(config.runtime.precision):
         model = build_model(max(len(data.class_names), 1))
         optimizer = optimizers.build_optimizer(
             config.train, model, total_steps=_total_steps(config, len(data.train))
         )
         _compile(model, config, optimizer)
+    distribute.prepare_for_multi_worker_fit(model, strategy)
     if not config.train.stages:
         print(freezing.trainable_summary(model), flush=True)
 
@@ -440,6 +453,14 @@ def train_and_evaluate(config, workdir, overwrite=False):
     best = checkpoint.best_path
     if os.path.exists(best):
         model.load_weights(best)  # Evaluate and export the best epoch by train.monitor.
+    if distribute.is_multi_worker(strategy):
+        # Evaluate and export a local copy: no collectives after training, and
+        # predictions stay in validation order (the report relies on it).
+        trained = model
+        with distribute.precision_policy(config.runtime.precision):
+            model = build_model(max(len(data.class_names), 1))
+        model.set_weights(trained.get_weights())
+        model.compile(loss=task.loss(config.train.label_smoothing), metrics=task.metrics())
 
     # === Evaluate ===
     metrics = evaluate.evaluate_model(model, validation_ds, len(data.validation), "validation")
@@ -456,7 +477,7 @@ def train_and_evaluate(config, workdir, overwrite=False):
     logging.info("Validation metrics: %s", metrics)
 
     # === Export ===
-    if config.export.enabled:
+    if config.export.enabled and distribute.is_chief(strategy):
         info = {"backbone": config.model.backbone, "preset": config.model.preset,
                 "metrics": dict(metrics)}
         metrics["export_path"] = export_model(model, os.path.join(workdir, "export"), info)

@@ -1,5 +1,7 @@
 """Strategy selection, and MirroredStrategy on two logical CPU devices."""
 
+import time
+
 import keras
 import numpy as np
 import pytest
@@ -22,6 +24,22 @@ def test_strategies_by_name():
     mirrored = get_strategy(_runtime("mirrored"))
     assert isinstance(mirrored, tf.distribute.MirroredStrategy)
     assert mirrored.num_replicas_in_sync == len(tf.config.list_logical_devices("CPU")) == 2
+
+
+def test_auto_without_gpus_is_the_default_strategy_and_says_so(capsys):
+    assert get_strategy(_runtime("auto")) is tf.distribute.get_strategy()
+    assert "0 GPU(s) visible, using 'default'" in capsys.readouterr().out
+
+
+def test_tpu_without_a_tpu_fails_fast_and_says_how_to_set_it():
+    start = time.time()
+    with pytest.raises(ConfigError) as error:
+        get_strategy(_runtime("tpu"))
+    message = str(error.value)
+    assert "no TPU was found. Received: runtime.tpu=''" in message
+    assert "TPUClusterResolver(tpu='')" in message and "TPUClusterResolver(tpu='local')" in message
+    assert "--config.runtime.tpu=" in message
+    assert time.time() - start < 60
 
 
 def test_unknown_strategy_lists_the_known_ones():

@@ -7,7 +7,7 @@ from sft_keras.data.images import decode_image_bytes
 
 
 def make_image_dataset(examples, image_size, batch_size, task="classification", training=False,
-                       cache=True, shuffle_buffer=2048, seed=0):
+                       cache=True, shuffle_buffer=2048, seed=0, deterministic=True):
     """Returns a batched `tf.data.Dataset` of `(pixels, label)`.
 
     Images are decoded and resized in parallel (`AUTOTUNE`), cached in memory
@@ -25,6 +25,11 @@ def make_image_dataset(examples, image_size, batch_size, task="classification", 
         cache: bool. Cache decoded images in memory.
         shuffle_buffer: int. Shuffle buffer size.
         seed: int. Shuffle seed.
+        deterministic: bool. Keep element order in the parallel decode when
+            `training`, so the seeded shuffle repeats exactly. False lets a
+            slow image not hold up the others, but the order of the shuffle's
+            input, hence the training order, may differ run to run. Without
+            `training` the order is always kept.
 
     Example:
 
@@ -45,12 +50,23 @@ def make_image_dataset(examples, image_size, batch_size, task="classification", 
     else:
         ds = tf.data.Dataset.from_tensor_slices((list(examples.images), labels))
         load = lambda path, label: (decode_image_bytes(tf.io.read_file(path), size), label)  # noqa: E731
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=deterministic or not training)
+    return _finish(ds, len(labels), batch_size, training, cache, shuffle_buffer, seed)
+
+
+def _finish(ds, num_examples, batch_size, training, cache, shuffle_buffer, seed):
+    """Cache, shuffle, batch, prefetch; shard by element under multi-worker training."""
     if cache:
         ds = ds.cache()
     if training:
-        ds = ds.shuffle(min(shuffle_buffer, len(labels)), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        ds = ds.shuffle(min(shuffle_buffer, num_examples), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # In-memory sources have no files to shard: each worker takes its share of
+    # every batch (says so up front instead of TF's AUTO -> DATA warning).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
 
 
 TEXT_INPUTS = ("token_ids", "segment_ids", "padding_mask")
@@ -63,7 +79,8 @@ def _to_int32(features):
 
 
 def make_text_dataset(examples, preprocessor, batch_size, task="classification", training=False,
-                      cache=True, shuffle_buffer=2048, seed=0, tokenize_batch_size=1024):
+                      cache=True, shuffle_buffer=2048, seed=0, tokenize_batch_size=1024,
+                      deterministic=True):
     """Returns a batched `tf.data.Dataset` of `(token dict, label)` for a text model.
 
     Texts are tokenized in large batches in graph mode (keras-hub's
@@ -84,6 +101,9 @@ def make_text_dataset(examples, preprocessor, batch_size, task="classification",
         shuffle_buffer: int. Shuffle buffer size.
         seed: int. Shuffle seed.
         tokenize_batch_size: int. Texts per tokenizer call.
+        deterministic: bool. Keep batch order in the parallel tokenization
+            when `training` (see `make_image_dataset`). Without `training`
+            the order is always kept.
     """
     texts = np.asarray(examples.texts, dtype=object)
     label_dtype = np.int32 if task == "classification" else np.float32
@@ -96,13 +116,10 @@ def make_text_dataset(examples, preprocessor, batch_size, task="classification",
         features = texts.astype(str).tolist()
     ds = tf.data.Dataset.from_tensor_slices((features, labels))
     ds = ds.batch(tokenize_batch_size)
-    ds = ds.map(lambda x, y: (_to_int32(preprocessor(x=x)), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, y: (_to_int32(preprocessor(x=x)), y), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=deterministic or not training)
     ds = ds.unbatch().apply(tf.data.experimental.assert_cardinality(len(labels)))
-    if cache:
-        ds = ds.cache()
-    if training:
-        ds = ds.shuffle(min(shuffle_buffer, len(labels)), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return _finish(ds, len(labels), batch_size, training, cache, shuffle_buffer, seed)
 
 
 def epoch_shuffled_batches(examples_ds, batch_size, first_epoch, last_epoch, seed=0,
@@ -139,4 +156,6 @@ def epoch_shuffled_batches(examples_ds, batch_size, first_epoch, last_epoch, see
         return shuffled.batch(batch_size)
 
     epochs = tf.data.Dataset.range(first_epoch, last_epoch)
-    return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()  # As in _finish: in-memory examples shard by element.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE).with_options(options)
