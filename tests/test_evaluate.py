@@ -141,3 +141,53 @@ def test_worst_examples_for_text_and_regression(tmp_path):
     rows = worst_examples(targets, np.array([[1.5], [2.0], [0.0]]), "regression", [], str(tmp_path), k=2)
     assert [(r["input"], r["abs_error"]) for r in rows] == [("c", 3.0), ("a", 0.5)]
 
+
+# --- sft-eval ---------------------------------------------------------------------
+
+
+def test_eval_rebuilds_the_run_and_reproduces_its_validation_metrics(image_run):
+    from sft_keras.eval_main import evaluate_workdir
+
+    workdir, _, metrics = image_run
+    before = json.load(open(os.path.join(workdir, "report", "metrics.json")))
+    again = evaluate_workdir(workdir)
+    assert again["report_dir"] == os.path.join(workdir, "report")
+    assert again["num_examples"] == 12
+    for key in ("loss", "accuracy", "macro_f1"):
+        assert again[key] == pytest.approx(before[key], abs=1e-5), key
+    assert json.load(open(os.path.join(workdir, "report", "metrics.json")))["split"] == "validation"
+
+
+def test_eval_cli_scores_new_data_into_its_own_report(image_run, tmp_path):
+    from conftest import run_cli
+
+    workdir, _, _ = image_run
+    new = write_image_folder(str(tmp_path / "holdout"), class_names=("vertical", "diagonal"),
+                             per_class=3)
+    result = run_cli(["python", "-m", "sft_keras.eval_main", f"--workdir={workdir}",
+                      f"--data={new}", "--checkpoint=last"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = os.path.join(workdir, "report_holdout")
+    metrics = json.load(open(os.path.join(report, "metrics.json")))
+    assert metrics["num_examples"] == 6 and metrics["split"] == new
+    class_report = json.load(open(os.path.join(report, "classification_report.json")))
+    assert class_report["horizontal"]["support"] == 0  # Labels mapped through labels.txt.
+    assert class_report["vertical"]["support"] == 3
+    _assert_png(os.path.join(report, "confusion_matrix.png"))
+
+    missing = run_cli(["python", "-m", "sft_keras.eval_main", f"--workdir={tmp_path / 'nope'}"])
+    assert missing.returncode != 0
+    assert missing.stderr.strip().splitlines()[-1].startswith("sft-eval: error: ")
+    assert "config.json not found" in missing.stderr
+
+
+def test_eval_unknown_label_names_file_line_and_label(image_run, tmp_path):
+    from sft_keras.errors import DataError
+    from sft_keras.eval_main import evaluate_workdir
+
+    workdir, images, _ = image_run
+    manifest = tmp_path / "test.csv"
+    manifest.write_text(f"path,label\n{images}/vertical/000.png,vertical\n"
+                        f"{images}/diagonal/000.png,sideways\n")
+    with pytest.raises(DataError, match=r"test\.csv:3: label 'sideways' was never seen"):
+        evaluate_workdir(workdir, data_path=str(manifest))
