@@ -191,3 +191,67 @@ def test_eval_unknown_label_names_file_line_and_label(image_run, tmp_path):
                         f"{images}/diagonal/000.png,sideways\n")
     with pytest.raises(DataError, match=r"test\.csv:3: label 'sideways' was never seen"):
         evaluate_workdir(workdir, data_path=str(manifest))
+
+
+def test_regression_report_with_in_memory_images(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from sft_keras.data import ImageExamples
+    from sft_keras.evaluate import write_report
+
+    rng = np.random.RandomState(0)
+    images = rng.randint(0, 255, (10, 8, 8, 3)).astype(np.uint8)
+    examples = ImageExamples(images, np.arange(10, dtype=np.float32), [])
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (images.astype(np.float32), examples.labels)).batch(4)
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(1)])
+    model.compile(loss="mse", metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
+    report = str(tmp_path / "report")
+    metrics = write_report(model, dataset, examples, [], "regression", report, "validation")
+    predictions = model.predict(images.astype(np.float32), verbose=0)[:, 0]
+    assert metrics["mse"] == pytest.approx(np.mean((predictions - np.arange(10)) ** 2), rel=1e-4)
+    assert metrics["loss"] == pytest.approx(metrics["mse"], rel=1e-4)
+    assert {"mae", "r2", "num_examples"} <= set(metrics)
+    assert {"metrics.json", "predictions.png", "misclassified.jsonl"} <= set(os.listdir(report))
+    assert "classification_report.json" not in os.listdir(report)
+    _assert_png(os.path.join(report, "predictions.png"))
+    rows = [json.loads(line) for line in open(os.path.join(report, "misclassified.jsonl"))]
+    assert len(rows) == 10
+    errors = [r["abs_error"] for r in rows]
+    assert errors == sorted(errors, reverse=True)
+    first = rows[0]
+    # In-memory images are written out so each line names a file.
+    np.testing.assert_array_equal(matplotlib.image.imread(first["input"]) * 255,
+                                  images[first["index"]].astype(np.float32))
+
+
+@pytest.mark.slow  # ~35 s on 2 idle cores: a BERT run, then its rebuild.
+def test_eval_on_a_text_run_with_new_data(tmp_path):
+    from sft_keras.backbones import text as text_backbones
+    from sft_keras.eval_main import evaluate_workdir
+
+    from test_text_train import VOCAB, write_sentiment_csv
+
+    preset = text_backbones.save_tiny_bert_preset(str(tmp_path / "bert"), VOCAB, hidden_dim=16,
+                                                 intermediate_dim=32)
+    config = validate_config({
+        "data": {"source": "text_file", "path": write_sentiment_csv(tmp_path / "train.csv", n=32),
+                 "sequence_length": 16, "validation_split": 0.25},
+        "model": {"backbone": "bert", "preset": preset},
+        "train": {"epochs": 1, "batch_size": 16, "early_stopping_patience": 0},
+        "export": {"enabled": False},
+    })
+    workdir = str(tmp_path / "workdir")
+    train_and_evaluate(config, workdir)
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "report", "misclassified.jsonl"))]
+    assert all(isinstance(r["input"], str) and r["input"] for r in rows)
+
+    test_csv = write_sentiment_csv(tmp_path / "test.csv", n=10, seed=5)
+    metrics = evaluate_workdir(workdir, data_path=test_csv)
+    assert metrics["report_dir"] == os.path.join(workdir, "report_test")
+    assert metrics["num_examples"] == 10 and "roc_auc" in metrics
+    texts = [row[0] for row in csv.reader(open(test_csv))][1:]
+    for row in map(json.loads, open(os.path.join(workdir, "report_test", "misclassified.jsonl"))):
+        assert row["input"] == texts[row["index"]]
