@@ -36,7 +36,7 @@ def plot_confusion_matrix(matrix, class_names, normalize=False, title=None):
     The figure grows with the number of classes (about 0.4 inch per class),
     predicted-class tick labels are rotated, and cells show their value only
     up to `MAX_CLASSES_WITH_CELL_TEXT` classes (beyond that the colour scale
-    carries it).
+    carries it); normalized, zero cells stay blank.
 
     Args:
         matrix: array `[n, n]` of counts, `matrix[i, j]` = examples of true
@@ -90,6 +90,8 @@ def plot_confusion_matrix(matrix, class_names, normalize=False, title=None):
         for i in range(n):
             for j in range(n):
                 value = matrix[i, j]
+                if normalize and value == 0:
+                    continue  # Blank, so the few non-zero fractions stand out.
                 text = f"{value:.2f}" if normalize else f"{int(round(value))}"
                 color = "white" if value > 0.6 * vmax else "black"
                 ax.text(j, i, text, ha="center", va="center", color=color, fontsize=font)
