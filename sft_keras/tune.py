@@ -74,9 +74,9 @@ def _split_values(text):
     return values
 
 
-def _parse_value(key, text, kind):
-    """Parses one grid value as the config key's type."""
-    if text in ("None", "none") and kind is not str:
+def _parse_value(key, text, kind, nullable):
+    """Parses one grid value as the config key's type; `None` where the key may be None."""
+    if text == "None" and (nullable or kind is not str):
         return None
     try:
         if kind is bool:
@@ -141,9 +141,10 @@ def parse_grid(spec, config):
     for parent in parents:
         group = group[parent]
     kind = group.get_type(leaf)
+    nullable = group[leaf] is None  # e.g. model.weights, model.freeze.until.
     if kind is type(None):
         kind = str
-    values = [_parse_value(key, text, kind) for text in _split_values(values_text)]
+    values = [_parse_value(key, text, kind, nullable) for text in _split_values(values_text)]
     if len(set(map(repr, values))) != len(values):
         raise ConfigError(f"--grid repeats a value for {key}. Received: --grid={spec!r}")
     return key, values

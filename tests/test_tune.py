@@ -19,6 +19,9 @@ def test_parse_grid_uses_the_config_types():
     config = get_default_config()
     assert parse_grid("train.batch_size=16,32", config) == ("train.batch_size", [16, 32])
     assert parse_grid("model.freeze.until=None,-4", config) == ("model.freeze.until", [None, -4])
+    assert parse_grid("model.weights=None,imagenet", config) == ("model.weights", [None, "imagenet"])
+    assert parse_grid("model.head.hidden_units=(),(64,),(128, 64)", config) == (
+        "model.head.hidden_units", [(), (64,), (128, 64)])
     assert parse_grid("export.enabled=true,False", config) == ("export.enabled", [True, False])
     assert parse_grid("train.optimizer=adam,'sgd'", config) == ("train.optimizer", ["adam", "sgd"])
     with pytest.raises(ConfigError, match=r"train\.batch_size must be of type int.*'a lot'"):
