@@ -99,7 +99,8 @@ def _read_split(config, class_names, split, modality):
     data = load(config.data, config.task, config.seed)
     if list(data.class_names) != list(class_names):
         raise DataError(
-            f"The data at data.path={config.data.path!r} now has classes {list(data.class_names)}, "
+            f"The run's data (data.source={config.data.source!r}, data.path={config.data.path!r}) "
+            f"now has classes {list(data.class_names)}, "
             f"but the run was trained on {list(class_names)} (labels.txt). "
             f"Pass the data to score with --data."
         )
@@ -184,7 +185,14 @@ def evaluate_workdir(workdir, split="validation", data_path=None, checkpoint="be
 
     keras.utils.set_random_seed(config.seed)
     dataset, model = _dataset_and_model(config, examples, max(len(class_names), 1), modality)
-    model.load_weights(weights)
+    try:
+        model.load_weights(weights)
+    except ValueError as e:  # Keras: layer or shape mismatch.
+        raise ConfigError(
+            f"Checkpoint {weights} does not fit the model built from {workdir}/config.json "
+            f"and labels.txt ({len(class_names)} classes): "
+            + " ".join(str(e).splitlines()[:3])[:400]  # Keras appends whole weight arrays.
+        ) from None
     task = get_task(config.task)
     model.compile(loss=task.loss(), metrics=task.metrics())
     metrics = evaluate.write_report(

@@ -15,7 +15,9 @@ rewritten atomically. The ranking metric is the validation metric named by
 `--metric` (any key of a trial's `metrics.json`, with or without `val_`).
 
 Rerunning the same command resumes: finished trials are skipped; a trial
-that was killed mid-way (or failed) is deleted and run again.
+that was killed mid-way (or failed) is deleted and run again. A trial that
+fails with an sft_keras error (bad data, say) is recorded as `failed: ...`
+and the search goes on; any other exception stops it (rerun to resume).
 """
 
 import ast

@@ -255,3 +255,22 @@ def test_eval_on_a_text_run_with_new_data(tmp_path):
     texts = [row[0] for row in csv.reader(open(test_csv))][1:]
     for row in map(json.loads, open(os.path.join(workdir, "report_test", "misclassified.jsonl"))):
         assert row["input"] == texts[row["index"]]
+
+
+def test_eval_labels_that_do_not_fit_the_run_are_clear_errors(image_run, tmp_path):
+    import shutil
+
+    from sft_keras.errors import ConfigError, DataError
+    from sft_keras.eval_main import evaluate_workdir
+
+    workdir, _, _ = image_run
+    edited = str(tmp_path / "edited")
+    shutil.copytree(workdir, edited, ignore=shutil.ignore_patterns("report*", "logs"))
+    with open(os.path.join(edited, "labels.txt"), "w") as f:
+        f.write("horizontal\nvertical\n")
+    with pytest.raises(DataError, match=r"now has classes \['diagonal', 'horizontal', 'vertical'\]"):
+        evaluate_workdir(edited)
+    two = write_image_folder(str(tmp_path / "two"), class_names=("horizontal", "vertical"),
+                             per_class=1)
+    with pytest.raises(ConfigError, match=r"does not fit the model .*\(2 classes\).*shape"):
+        evaluate_workdir(edited, data_path=two)
