@@ -1,9 +1,25 @@
-"""Evaluate a trained model and write `metrics.json`."""
+"""Evaluate a trained model: metrics, per-class reports, plots, worst examples.
+
+`write_report` writes one report folder (`<workdir>/report/` after training,
+or wherever `sft-eval` points it):
+
+    metrics.json                      loss, task metrics, num_examples, split
+    classification_report.txt/.json   per-class precision, recall, F1, support
+    confusion_matrix.png              counts; true class per row
+    confusion_matrix_normalized.png   each row divided by its true-class total
+    predictions.png                   regression: predicted vs true values
+    training_curves.png               loss and metrics per epoch, when a log exists
+    misclassified.jsonl               the worst examples, one JSON object a line
+"""
 
 import json
 import os
 
+import numpy as np
+
 from sft_keras.files import atomic_write_text
+
+NUM_WORST_EXAMPLES = 20  # Lines of misclassified.jsonl.
 
 
 def evaluate_model(model, dataset, num_examples, split="validation"):
@@ -119,3 +135,236 @@ def write_multilabel_report(model, dataset, labels, class_names, workdir, thresh
                for avg in ("micro", "macro", "weighted", "samples")}
     summary["exact_match"] = float(np.mean(np.all(predicted == y_true, axis=1)))
     return summary
+
+
+def summary_metrics(labels, outputs, task, num_classes):
+    """Computes the report's metrics from true labels and model outputs.
+
+    Args:
+        labels: array `[n]`: class ids, or targets for regression.
+        outputs: array `[n, units]` of model outputs: class probabilities
+            (classification), P(class 1) `[n, 1]` (binary), or predictions
+            (regression).
+        task: str. `"classification"`, `"binary"` or `"regression"`.
+        num_classes: int. Number of classes (ignored for regression).
+
+    Returns:
+        dict of float: classification and binary: `accuracy`,
+        `macro_{precision,recall,f1}`, `weighted_{precision,recall,f1}` and,
+        with two classes, `roc_auc` (None when only one class is present);
+        binary also `auc` (= `roc_auc`). Regression: `mse`, `mae`, `r2`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> m = summary_metrics(np.array([0, 1, 1]), np.array([[0.2], [0.9], [0.4]]), "binary", 2)
+    >>> m["accuracy"], m["roc_auc"]
+    (0.6666666666666666, 1.0)
+    """
+    from sklearn import metrics as sk
+
+    labels = np.asarray(labels)
+    if task == "regression":
+        predictions = np.asarray(outputs, np.float64).reshape(-1)
+        targets = labels.astype(np.float64)
+        return {
+            "mse": float(sk.mean_squared_error(targets, predictions)),
+            "mae": float(sk.mean_absolute_error(targets, predictions)),
+            "r2": float(sk.r2_score(targets, predictions)) if len(targets) > 1 else None,
+        }
+    probabilities = class_probabilities(outputs, task)
+    labels = labels.astype(int)
+    predicted = np.argmax(probabilities, axis=-1)
+    result = {"accuracy": float(sk.accuracy_score(labels, predicted))}
+    for average in ("macro", "weighted"):
+        precision, recall, f1, _ = sk.precision_recall_fscore_support(
+            labels, predicted, labels=list(range(num_classes)), average=average, zero_division=0
+        )
+        result.update({f"{average}_precision": float(precision), f"{average}_recall": float(recall),
+                       f"{average}_f1": float(f1)})
+    if num_classes == 2:
+        present = len(set(labels.tolist())) == 2
+        result["roc_auc"] = float(sk.roc_auc_score(labels, probabilities[:, 1])) if present else None
+        if task == "binary":
+            result["auc"] = result["roc_auc"]
+    return result
+
+
+def class_probabilities(outputs, task):
+    """Returns `[n, classes]` probabilities; binary `[n, 1]` outputs become `[1 - p, p]`."""
+    outputs = np.asarray(outputs, np.float64)
+    if task == "binary":
+        p = outputs.reshape(-1)
+        return np.stack([1.0 - p, p], axis=-1)
+    return outputs
+
+
+def _example_input(examples, index, report_dir):
+    """Text, text pair, image path, or (in-memory images) the path of a PNG written here."""
+    if hasattr(examples, "texts"):
+        text = examples.texts[index]
+        return [str(t) for t in text] if np.ndim(text) else str(text)
+    images = examples.images
+    if isinstance(images, np.ndarray):
+        import tensorflow as tf
+
+        path = os.path.join(os.path.abspath(report_dir), "misclassified", f"{index:05d}.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(tf.io.encode_png(np.asarray(images[index], np.uint8)).numpy())
+        return path
+    return str(images[index])
+
+
+def worst_examples(examples, outputs, task, class_names, report_dir, k=NUM_WORST_EXAMPLES):
+    """Returns the `k` worst examples as dicts, worst first.
+
+    Classification and binary: the misclassified examples with the lowest
+    probability of their true class (= highest loss). Regression: the
+    largest absolute errors.
+
+    Args:
+        examples: `ImageExamples` or `TextExamples`, in the order of `outputs`.
+        outputs: array of model outputs, as for `summary_metrics`.
+        task: str.
+        class_names: list of str.
+        report_dir: str. In-memory images (digits) are written here as
+            `misclassified/<index>.png` so each line can name a file.
+        k: int.
+
+    Returns:
+        list of dict with `index` (position in `examples`), `input` (text,
+        `[text, text_pair]`, or image path), `true_label`,
+        `predicted_label`, and `probability` (of the predicted label),
+        `true_label_probability`, `loss`; regression `abs_error` instead.
+    """
+    labels = np.asarray(examples.labels)
+    if task == "regression":
+        predictions = np.asarray(outputs, np.float64).reshape(-1)
+        errors = np.abs(predictions - labels.astype(np.float64))
+        order = np.argsort(-errors, kind="stable")[:k]
+        return [
+            {"index": int(i), "input": _example_input(examples, i, report_dir),
+             "true_label": float(labels[i]), "predicted_label": float(predictions[i]),
+             "abs_error": float(errors[i])}
+            for i in order
+        ]
+    probabilities = class_probabilities(outputs, task)
+    labels = labels.astype(int)
+    predicted = np.argmax(probabilities, axis=-1)
+    true_probability = probabilities[np.arange(len(labels)), labels]
+    wrong = np.flatnonzero(predicted != labels)
+    order = wrong[np.argsort(true_probability[wrong], kind="stable")][:k]
+    return [
+        {"index": int(i), "input": _example_input(examples, i, report_dir),
+         "true_label": str(class_names[labels[i]]),
+         "predicted_label": str(class_names[predicted[i]]),
+         "probability": float(probabilities[i, predicted[i]]),
+         "true_label_probability": float(true_probability[i]),
+         "loss": float(-np.log(max(true_probability[i], 1e-7)))}
+        for i in order
+    ]
+
+
+def write_report(model, dataset, examples, class_names, task, report_dir, split="validation",
+                 training_log=None, num_worst=NUM_WORST_EXAMPLES, threshold=0.5):
+    """Evaluates `model` on `dataset` and writes the report folder; returns the metrics.
+
+    Args:
+        model: a compiled `keras.Model` (the task's loss and metrics).
+        dataset: an unshuffled batched `tf.data.Dataset` of `examples`, in order.
+        examples: `ImageExamples` or `TextExamples` behind `dataset`.
+        class_names: list of str (empty for regression).
+        task: str. `"classification"`, `"binary"` or `"regression"`.
+        report_dir: str. Created if needed; files in it are replaced.
+        split: str. Name recorded as `split` in `metrics.json`.
+        training_log: str or None. A `training_log.csv`; when it exists and
+            has rows, `training_curves.png` is drawn from it.
+        num_worst: int. Lines of `misclassified.jsonl`.
+        threshold: float. Multilabel only: a label is predicted when its
+            probability is >= `threshold` (`train.multilabel_threshold`).
+
+    Returns:
+        dict: `evaluate_model`'s metrics (`loss`, Keras metrics,
+        `num_examples`, `split`) updated with `summary_metrics`.
+    """
+    from sft_keras import plots
+
+    import shutil
+
+    os.makedirs(report_dir, exist_ok=True)
+    shutil.rmtree(os.path.join(report_dir, "misclassified"), ignore_errors=True)  # A past run's PNGs.
+    metrics = evaluate_model(model, dataset, len(examples), split)
+    if task == "multilabel":  # Per-label report and curves; no single "worst" ranking.
+        metrics.update(write_multilabel_report(model, dataset, examples.labels, class_names,
+                                               report_dir, threshold=threshold))
+        write_metrics(metrics, report_dir)
+        _write_training_curves(training_log, report_dir)
+        return metrics
+    outputs = model.predict(dataset, verbose=0)
+    if len(outputs) != len(examples):
+        raise ValueError(f"The model gave {len(outputs)} outputs for {len(examples)} examples.")
+    metrics.update(summary_metrics(examples.labels, outputs, task, len(class_names)))
+    write_metrics(metrics, report_dir)
+
+    if task == "regression":
+        figure = plots.plot_predictions(examples.labels, outputs, title=f"Predictions ({split})")
+        plots.save_figure(figure, os.path.join(report_dir, "predictions.png"))
+    else:
+        _write_per_class_report(examples.labels, outputs, class_names, task, report_dir, split)
+    _write_training_curves(training_log, report_dir)
+    worst = worst_examples(examples, outputs, task, class_names, report_dir, num_worst)
+    atomic_write_text(os.path.join(report_dir, "misclassified.jsonl"),
+                      "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in worst))
+    return metrics
+
+
+def _write_training_curves(training_log, report_dir):
+    from sft_keras import plots
+
+    if training_log and os.path.exists(training_log):
+        log = plots.read_training_log(training_log)
+        if log.get("epoch"):
+            plots.save_figure(plots.plot_training_curves(log),
+                              os.path.join(report_dir, "training_curves.png"))
+
+
+def _write_per_class_report(labels, outputs, class_names, task, report_dir, split):
+    from sklearn import metrics as sk_metrics
+
+    from sft_keras import plots
+
+    labels = np.asarray(labels).astype(int)
+    predicted = np.argmax(class_probabilities(outputs, task), axis=-1)
+    classes = list(range(len(class_names)))
+    kwargs = dict(y_true=labels, y_pred=predicted, labels=classes,
+                  target_names=[str(c) for c in class_names], zero_division=0, digits=4)
+    atomic_write_text(os.path.join(report_dir, "classification_report.txt"),
+                      sk_metrics.classification_report(**kwargs))
+    report = sk_metrics.classification_report(output_dict=True, **kwargs)
+    atomic_write_text(os.path.join(report_dir, "classification_report.json"),
+                      json.dumps(report, indent=2) + "\n")
+    matrix = sk_metrics.confusion_matrix(labels, predicted, labels=classes)
+    for normalize, name in ((False, "confusion_matrix.png"), (True, "confusion_matrix_normalized.png")):
+        title = f"Confusion matrix ({split}" + (", normalized by true class)" if normalize else ")")
+        figure = plots.plot_confusion_matrix(matrix, class_names, normalize=normalize, title=title)
+        plots.save_figure(figure, os.path.join(report_dir, name))
+
+
+SUMMARY_FILES = ("metrics.json", "classification_report.txt", "classification_report.json")
+
+
+def copy_summary(report_dir, workdir):
+    """Copies the report's `metrics.json` and `classification_report.*` into `workdir`.
+
+    The workdir keeps these at its top level (the files scripts read);
+    files the report does not have (regression has no class report) are
+    removed from the top level, so none is stale.
+    """
+    for name in SUMMARY_FILES:
+        source, target = os.path.join(report_dir, name), os.path.join(workdir, name)
+        if os.path.exists(source):
+            with open(source, encoding="utf-8") as f:
+                atomic_write_text(target, f.read())
+        elif os.path.exists(target):
+            os.remove(target)

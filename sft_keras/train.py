@@ -15,6 +15,8 @@ The workdir receives:
     training_log.csv   per-epoch losses and metrics
     metrics.json       final evaluation of the best weights on the validation split
     classification_report.txt/.json   per-class precision, recall, F1, support
+    report/            the same metrics and per-class report, confusion matrices,
+                       training curves and the worst validation examples
     export/<N>/        a SavedModel for TF Serving; every run adds a new version
 """
 
@@ -463,17 +465,13 @@ def _run(config, workdir, strategy, overwrite=False):
         model.compile(loss=task.loss(config.train.label_smoothing), metrics=task.metrics())
 
     # === Evaluate ===
-    metrics = evaluate.evaluate_model(model, validation_ds, len(data.validation), "validation")
-    if config.task == "multilabel":
-        metrics.update(evaluate.write_multilabel_report(
-            model, validation_ds, data.validation.labels, data.class_names, workdir,
-            threshold=config.train.multilabel_threshold,
-        ))
-    elif config.task != "regression":
-        metrics.update(evaluate.write_classification_report(
-            model, validation_ds, data.validation.labels, data.class_names, config.task, workdir
-        ))
-    evaluate.write_metrics(metrics, workdir)
+    metrics = evaluate.write_report(
+        model, validation_ds, data.validation, data.class_names, config.task,
+        os.path.join(workdir, "report"), "validation",
+        training_log=os.path.join(workdir, "training_log.csv"),
+        threshold=config.train.multilabel_threshold,
+    )
+    evaluate.copy_summary(os.path.join(workdir, "report"), workdir)  # Top-level metrics.json etc.
     logging.info("Validation metrics: %s", metrics)
 
     # === Export ===
