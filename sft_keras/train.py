@@ -11,6 +11,7 @@ The workdir receives:
     config.json        the full resolved, validated config
     labels.txt         class names in index order
     checkpoints/       last.weights.h5, best.weights.h5, state.json
+                       (LoRA runs also last.lora.h5, best.lora.h5)
     logs/              TensorBoard scalars (train/ and validation/)
     training_log.csv   per-epoch losses and metrics
     metrics.json       final evaluation of the best weights on the validation split
@@ -29,7 +30,7 @@ from ml_collections import config_flags
 
 from sft_keras import config as config_lib
 from sft_keras import data as data_lib
-from sft_keras import backbones, distribute, evaluate, export, freezing, models, optimizers
+from sft_keras import backbones, distribute, evaluate, export, freezing, lora, models, optimizers
 from sft_keras.callbacks import AtomicCheckpoint
 from sft_keras.errors import SftError
 from sft_keras.files import atomic_write_text
@@ -45,6 +46,8 @@ def build_callbacks(config, workdir):
         keras.callbacks.TensorBoard(log_dir=os.path.join(workdir, "logs")),
         keras.callbacks.CSVLogger(os.path.join(workdir, "training_log.csv")),
     ]
+    if config.model.lora_rank:  # best.lora.h5: LoRA matrices + head, unmerged.
+        callbacks.append(lora.LoraCheckpoint(os.path.join(workdir, "checkpoints"), monitor, mode))
     if config.train.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -162,6 +165,8 @@ def train_and_evaluate(config, workdir):
             metrics=task.metrics(),
         )
     print(freezing.trainable_summary(model), flush=True)
+    if config.model.lora_rank:
+        print(lora.lora_summary(model), flush=True)
 
     # === Fit ===
     callbacks = build_callbacks(config, workdir)
@@ -174,7 +179,9 @@ def train_and_evaluate(config, workdir):
         verbose=2 if os.environ.get("CI") else "auto",  # No progress bars in CI logs.
     )
     best = callbacks[0].best_path
-    if os.path.exists(best):
+    if config.model.lora_rank:  # best.weights.h5 holds merged kernels; keep base and LoRA apart.
+        lora.restore_best(model, os.path.dirname(best))
+    elif os.path.exists(best):
         model.load_weights(best)
 
     # === Evaluate ===
