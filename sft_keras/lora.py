@@ -68,8 +68,8 @@ def enable_lora(backbone, rank, alpha=None, targets=DEFAULT_TARGETS):
             every transformer layer), `pooled_dense`, `token_embedding`.
 
     Returns:
-        List of str: the paths of the LoRA-enabled layers' kernels' owners,
-        e.g. `"bert_backbone/transformer_layer_0/self_attention_layer/query"`.
+        List of str: the paths of the LoRA-enabled layers, e.g.
+        `"bert_backbone/transformer_layer_0/self_attention_layer/query"`.
 
     Raises:
         ConfigError: a bad rank or alpha, an invalid pattern, or a pattern
