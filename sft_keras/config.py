@@ -127,6 +127,16 @@ def get_default_config():
     c.model.head.activation = "relu"
     c.model.head.dropout = 0.0  # Dropout before each hidden and the output Dense.
     c.model.head.l2 = 0.0  # L2 penalty on the head's Dense kernels, added to the loss.
+    # LoRA (text backbones): freeze every encoder weight and train rank-`lora_rank`
+    # updates (alpha / rank) * A @ B of the layers named by `lora_targets`, plus
+    # the head. 0 turns LoRA off. Cannot be combined with model.freeze.{until,
+    # patterns,backbone} (LoRA already freezes the whole encoder).
+    c.model.lora_rank = 0
+    c.model.lora_alpha = config_dict.placeholder(float)  # None: alpha = rank (scale 1).
+    # Regular expressions matched in full against layer names; BERT has query,
+    # key, value, attention_output, feedforward_{intermediate,output}_dense,
+    # pooled_dense. The default is the LoRA paper's: attention query and value.
+    c.model.lora_targets = ("query", "value")
 
     # === Training ===
     c.train = config_dict.ConfigDict()
@@ -397,6 +407,7 @@ def _check_values(c, check_files=True):
         isinstance(p, str) for p in m.freeze.patterns
     ):
         _fail("model.freeze.patterns", m.freeze.patterns, "must be a tuple of regular expressions")
+    _check_lora(m, spec)
     for units in m.head.hidden_units:
         _positive_int("model.head.hidden_units[i]", units)
     if not isinstance(m.head.dropout, (int, float)) or not 0.0 <= m.head.dropout < 1.0:
@@ -463,3 +474,26 @@ def _check_values(c, check_files=True):
         _fail("runtime.tpu", c.runtime.tpu, "must be a TPU name or address (a string)")
     _one_of("runtime.precision", c.runtime.precision, distribute.PRECISIONS)
     distribute.jit_compile_arg(c.runtime)
+
+
+def _check_lora(m, spec):
+    if isinstance(m.lora_rank, bool) or not isinstance(m.lora_rank, int) or m.lora_rank < 0:
+        _fail("model.lora_rank", m.lora_rank, "must be an integer >= 0 (0 turns LoRA off)")
+    if m.lora_alpha is not None and (isinstance(m.lora_alpha, bool) or m.lora_alpha <= 0):
+        _fail("model.lora_alpha", m.lora_alpha, "must be a positive number, or None for alpha = rank")
+    if isinstance(m.lora_targets, str) or not m.lora_targets or not all(
+        isinstance(p, str) and p for p in m.lora_targets
+    ):
+        _fail("model.lora_targets", m.lora_targets,
+              "must be a non-empty tuple of layer-name patterns, e.g. ('query', 'value')")
+    if not m.lora_rank:
+        return
+    if spec.modality != "text":
+        _fail("model.lora_rank", m.lora_rank,
+              f"is for text (keras-hub) backbones; model.backbone={m.backbone!r} is an image backbone")
+    for key, value in (("until", m.freeze.until), ("patterns", m.freeze.patterns),
+                       ("backbone", m.freeze.backbone)):
+        if value is not None and value is not False and (key == "until" or len(value)):
+            _fail(f"model.freeze.{key}", value,
+                  f"cannot be combined with LoRA (model.lora_rank={m.lora_rank}), which already "
+                  "freezes the whole encoder; leave it unset, or set model.lora_rank=0")

@@ -140,7 +140,9 @@ def export_text_model(model, preprocessor, export_base, class_names, task, num_t
     """
     from sft_keras.core_tokenizer import CoreBertTokenizer
     from sft_keras.data.pipeline import TEXT_INPUTS
+    from sft_keras.lora import merge_lora
 
+    model = merge_lora(model)  # LoRA updates go into the kernels: no LoRA variables exported.
     task_type = get_task(task)
     task = task_type.name
     class_names = list(class_names)

@@ -132,10 +132,20 @@ def build_text_model(config, backbone, num_classes):
             inputs, embeddings, `transformer_layer_0..N-1`, `pooled_dense`.
         num_classes: int. Number of classes (1 for regression).
 
+    With `model.lora_rank > 0` the encoder is frozen whole and LoRA updates
+    are added to the layers named by `model.lora_targets` (see
+    `sft_keras.lora.enable_lora`); `model.freeze` is not used then.
+
     Returns:
         An uncompiled functional `keras.Model`.
     """
-    apply_freeze_config(backbone, config.model.freeze)
+    if config.model.lora_rank:
+        from sft_keras import lora
+
+        lora.enable_lora(backbone, config.model.lora_rank, config.model.lora_alpha,
+                         tuple(config.model.lora_targets))
+    else:
+        apply_freeze_config(backbone, config.model.freeze)
     head = config.model.head
     if head.pooling != "cls" and "pooled_dense" in [layer.name for layer in backbone.layers]:
         # The [CLS] pooler is not on the path to the output: nothing to train.

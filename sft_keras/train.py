@@ -11,6 +11,7 @@ The workdir receives:
     config.json        the full resolved, validated config
     labels.txt         class names in index order
     checkpoints/       last.weights.h5, best.weights.h5, state.json
+                       (LoRA runs also last.lora.h5, best.lora.h5)
     logs/              TensorBoard scalars (train/ and validation/)
     training_log.csv   per-epoch losses and metrics
     metrics.json       final evaluation of the best weights on the validation split
@@ -34,7 +35,7 @@ from ml_collections import config_flags
 
 from sft_keras import config as config_lib
 from sft_keras import data as data_lib
-from sft_keras import backbones, distribute, evaluate, export, freezing, models, optimizers
+from sft_keras import backbones, distribute, evaluate, export, freezing, lora, models, optimizers
 from sft_keras.callbacks import (
     AtomicCheckpoint,
     EarlyStopAfterBest,
@@ -76,6 +77,8 @@ def build_callbacks(config, workdir, state=None):
     ]
     if config.train.early_stopping_patience:
         callbacks.append(EarlyStopAfterBest(checkpoint, config.train.early_stopping_patience))
+    if config.model.lora_rank:  # best.lora.h5: LoRA matrices + head, unmerged.
+        callbacks.append(lora.LoraCheckpoint(os.path.join(workdir, "checkpoints"), monitor, mode))
     return callbacks
 
 
@@ -231,7 +234,7 @@ def _fit(model, config, workdir, strategy, train_examples, num_train, validation
             model.optimizer.build(model.trainable_variables)
     callbacks = build_callbacks(config, workdir, state)
     checkpoint, nan_guard = callbacks[0], callbacks[1]
-    early_stop = callbacks[4] if len(callbacks) > 4 else None
+    early_stop = next((c for c in callbacks if isinstance(c, EarlyStopAfterBest)), None)
     _keep_log_rows(os.path.join(workdir, "training_log.csv"), start)
 
     epochs = config.train.epochs
@@ -444,6 +447,8 @@ def _run(config, workdir, strategy, overwrite=False):
     distribute.prepare_for_multi_worker_fit(model, strategy)
     if not config.train.stages:
         print(freezing.trainable_summary(model), flush=True)
+    if config.model.lora_rank:
+        print(lora.lora_summary(model), flush=True)
 
     # === Fit ===
     class_weight = resolve_class_weight(config.train.class_weight, data.train.labels, data.class_names)
@@ -453,7 +458,11 @@ def _run(config, workdir, strategy, overwrite=False):
     checkpoint = _fit(model, config, workdir, strategy, train_ds.unbatch(), len(data.train),
                       validation_ds, class_weight=class_weight)
     best = checkpoint.best_path
-    if os.path.exists(best):
+    if config.model.lora_rank and not state:
+        # Keep the pretrained base and the LoRA matrices apart (best.weights.h5
+        # holds merged kernels, which a resumed run has to use instead).
+        lora.restore_best(model, os.path.dirname(best))
+    elif os.path.exists(best):
         model.load_weights(best)  # Evaluate and export the best epoch by train.monitor.
     if distribute.is_multi_worker(strategy):
         # Evaluate and export a local copy: no collectives after training, and
