@@ -25,14 +25,17 @@ from absl import app, flags  # noqa: E402
 
 from sft_keras.errors import SftError  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a finished sft-train run.")
-_EXPORT_DIR = flags.DEFINE_string(
-    "export_dir", None, "Folder holding the versions. Default: <workdir>/export.")
-_VERSION = flags.DEFINE_integer(
-    "version", None, "Version to write. Default: one more than the highest present.", lower_bound=1)
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", "best", "'best', 'last', or the path of a .weights.h5 file.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the version if it exists.")
+def _define_flags():
+    # Defined when the command starts, not at import (see sft_keras.train).
+    flags.DEFINE_string("workdir", None, "Workdir of a finished sft-train run.")
+    flags.DEFINE_string(
+        "export_dir", None, "Folder holding the versions. Default: <workdir>/export.")
+    flags.DEFINE_integer(
+        "version", None, "Version to write. Default: one more than the highest present.",
+        lower_bound=1)
+    flags.DEFINE_string(
+        "checkpoint", "best", "'best', 'last', or the path of a .weights.h5 file.")
+    flags.DEFINE_bool("overwrite", False, "Replace the version if it exists.")
 
 
 def main(argv):
@@ -41,12 +44,13 @@ def main(argv):
     from sft_keras.export import check_version
     from sft_keras.workdir import load_run
 
-    workdir, export_dir, version = _WORKDIR.value, _EXPORT_DIR.value, _VERSION.value
+    f = flags.FLAGS
+    workdir, export_dir, version = f.workdir, f.export_dir, f.version
     try:
         if version is not None:  # Fail before the model is rebuilt.
-            check_version(export_dir or os.path.join(workdir, "export"), version, _OVERWRITE.value)
-        run = load_run(workdir, checkpoint=_CHECKPOINT.value)
-        path = run.export(export_dir, version=version, overwrite=_OVERWRITE.value)
+            check_version(export_dir or os.path.join(workdir, "export"), version, f.overwrite)
+        run = load_run(workdir, checkpoint=f.checkpoint)
+        path = run.export(export_dir, version=version, overwrite=f.overwrite)
     except SftError as e:
         sys.exit(f"sft-export: error: {e}")
     print(f"Exported SavedModel to {path}")
@@ -62,6 +66,7 @@ def _parse_flags(argv):
 
 def run():
     """Entry point of the `sft-export` console script."""
+    _define_flags()
     flags.mark_flags_as_required(["workdir"])
     app.run(main, flags_parser=_parse_flags)
 

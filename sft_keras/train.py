@@ -500,22 +500,26 @@ def _mark_complete(directory):
         atomic_write_text(os.path.join(directory, "state.json"), json.dumps(state, indent=2))
 
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path of a config file (configs/*.py) with a get_config() function."
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs, metrics and exports.")
-_OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False,
-    "Start afresh: delete the workdir's checkpoints, logs and metrics (never export/). "
-    "Without it, a rerun resumes an unfinished run and does not retrain a finished one.",
-)
+def _define_flags():
+    # Defined when the command starts, not at import: other commands (sft-tune)
+    # import this module and define flags of the same names.
+    config_flags.DEFINE_config_file(
+        "config", None, "Path of a config file (configs/*.py) with a get_config() function."
+    )
+    flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs, metrics and exports.")
+    flags.DEFINE_bool(
+        "overwrite", False,
+        "Start afresh: delete the workdir's checkpoints, logs and metrics (never export/). "
+        "Without it, a rerun resumes an unfinished run and does not retrain a finished one.",
+    )
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
-        metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
+        f = flags.FLAGS
+        metrics = train_and_evaluate(f.config, f.workdir, overwrite=f.overwrite)
     except SftError as e:
         sys.exit(f"sft-train: error: {e}")
     print(f"Done. Metrics: {metrics}")
@@ -535,6 +539,7 @@ def _parse_flags(argv):
 
 def run():
     """Entry point of the `sft-train` console script."""
+    _define_flags()
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main, flags_parser=_parse_flags)
 
