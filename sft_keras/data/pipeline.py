@@ -133,10 +133,12 @@ def epoch_shuffled_batches(examples_ds, batch_size, first_epoch, last_epoch, see
     True
     """
 
-    def one_epoch(epoch):
+    def one_epoch(epoch):  # A Python int seed: tf.data rejects some tensor seeds.
         shuffled = examples_ds.shuffle(shuffle_buffer, seed=seed + epoch,
                                        reshuffle_each_iteration=False)
         return shuffled.batch(batch_size)
 
-    epochs = tf.data.Dataset.range(first_epoch, last_epoch)
-    return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    stream = one_epoch(first_epoch)
+    for epoch in range(first_epoch + 1, last_epoch):
+        stream = stream.concatenate(one_epoch(epoch))
+    return stream.prefetch(tf.data.AUTOTUNE)
