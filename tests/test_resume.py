@@ -53,7 +53,7 @@ def test_resumed_run_matches_an_uninterrupted_one(images, tmp_path):
     state = _state(workdir)
     state["complete"] = False
     open(os.path.join(workdir, "checkpoints", "state.json"), "w").write(json.dumps(state))
-    for name in ("epoch-3.weights.h5", ".tmp-epoch-3.weights.h5"):
+    for name in ("epoch-3.weights.h5", ".tmp-epoch-3.weights.h5", ".state.json.x1y2.tmp"):
         open(os.path.join(workdir, "checkpoints", name), "wb").write(b"half written")
     with open(os.path.join(workdir, "training_log.csv"), "a") as f:
         f.write("2,0.5,0.9,0.5,0.9\n")
