@@ -124,6 +124,7 @@ def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path):
     assert _epochs_logged(workdir) == [0, 1, 2]
     expected = json.load(open(os.path.join(reference, "metrics.json")))
     metrics = json.load(open(os.path.join(workdir, "metrics.json")))
+    print(f"uninterrupted: {expected}\nkilled+resumed: {metrics}")
     assert metrics["loss"] == pytest.approx(expected["loss"], rel=1e-3, abs=1e-4)
     assert abs(metrics["accuracy"] - expected["accuracy"]) <= 1 / metrics["num_examples"]
 
