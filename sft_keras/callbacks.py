@@ -68,7 +68,7 @@ def finish_commit(directory, state):
         _link_or_copy(source, os.path.join(directory, "best.weights.h5"))
     for name in os.listdir(directory):
         stale_epoch = name.startswith("epoch-") and name.endswith(".weights.h5") and name != weights
-        if stale_epoch or name.startswith(".tmp-"):
+        if stale_epoch or name.startswith((".tmp-", f".{STATE_FILE}.")):  # Killed writes.
             os.remove(os.path.join(directory, name))
 
 

@@ -6,11 +6,15 @@ Usage:
     python -m sft_keras.train --config=configs/quickstart.py --workdir=/tmp/sft_run \\
         --config.train.epochs=3
 
+Rerunning on the same workdir resumes an unfinished run after its last
+finished epoch (and does not retrain a finished one); `--overwrite` starts
+afresh, keeping `export/`.
+
 The workdir receives:
 
     config.json        the full resolved, validated config
     labels.txt         class names in index order
-    checkpoints/       last.weights.h5, best.weights.h5, state.json
+    checkpoints/       last.weights.h5, best.weights.h5, epoch-<N>.weights.h5, state.json
                        (LoRA runs also last.lora.h5, best.lora.h5)
     logs/              TensorBoard scalars (train/ and validation/)
     training_log.csv   per-epoch losses and metrics
@@ -92,7 +96,7 @@ def _ordered(callbacks):
 _RESUME_FIXED = ("seed", "task", "data.", "model.", "train.batch_size", "train.stages")
 # What `--overwrite` deletes; `export/` versions are always kept.
 _RUN_OUTPUTS = ("checkpoints", "logs", "training_log.csv", "metrics.json", "config.json",
-                "labels.txt", "classification_report.txt", "classification_report.json")
+                "labels.txt", "classification_report.txt", "classification_report.json", "report")
 
 
 def _flat(tree, prefix=""):
@@ -179,6 +183,11 @@ def _set_learning_rate(optimizer, value, stage):
 def _backbone_of(model):
     """The nested backbone model inside `model` (the one layer that is itself a model)."""
     nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        raise ConfigError(
+            f"train.stages needs a model with one nested backbone model; {model.name!r} has "
+            f"{len(nested)}: {[layer.name for layer in nested]}. Set train.stages=()."
+        )
     return nested[0]
 
 

@@ -14,7 +14,7 @@ from sft_keras.config import validate_config
 from sft_keras.errors import ConfigError
 from sft_keras.train import train_and_evaluate
 
-from conftest import write_image_folder
+from conftest import run_cli, write_image_folder
 from test_text_train import VOCAB, write_sentiment_csv
 
 STAGES = ("0:backbone", "2:until=-3,lr=0.5", "3:all,lr=0.5")
@@ -113,3 +113,15 @@ def test_text_stages_on_tiny_bert(tmp_path, capsys):
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
     losses = [float(r["loss"]) for r in rows]
     assert losses[-1] < losses[0], losses
+
+
+def test_bad_stage_on_the_command_line_is_one_error_line(tmp_path):
+    result = run_cli([
+        "python", "-m", "sft_keras.train", "--config=configs/digits.py",
+        f"--workdir={tmp_path / 'workdir'}", "--overwrite",
+        "--config.train.stages=('0:backbone', '2:until=-3,lr=fast')",
+    ])
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("sft-train: error: train.stages[1] has lr='fast', not a number. "
+                           "Received: train.stages[1]='2:until=-3,lr=fast'"), result.stderr[-2000:]

@@ -150,12 +150,14 @@ def epoch_shuffled_batches(examples_ds, batch_size, first_epoch, last_epoch, see
     True
     """
 
-    def one_epoch(epoch):
+    def one_epoch(epoch):  # A Python int seed: tf.data rejects some tensor seeds.
         shuffled = examples_ds.shuffle(shuffle_buffer, seed=seed + epoch,
                                        reshuffle_each_iteration=False)
         return shuffled.batch(batch_size)
 
-    epochs = tf.data.Dataset.range(first_epoch, last_epoch)
+    stream = one_epoch(first_epoch)
+    for epoch in range(first_epoch + 1, last_epoch):
+        stream = stream.concatenate(one_epoch(epoch))
     options = tf.data.Options()  # As in _finish: in-memory examples shard by element.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE).with_options(options)
+    return stream.prefetch(tf.data.AUTOTUNE).with_options(options)
