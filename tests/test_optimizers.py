@@ -174,7 +174,7 @@ def test_layerwise_blocks_for_keras_applications_names():
 
 def test_recipe_trains_with_schedule_clipping_and_layerwise_decay_mirrored(tmp_path, image_folder,
                                                                           caplog):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="absl")
     config = validate_config({
         "data": {"source": "image_folder", "path": image_folder, "validation_split": 0.25},
         "model": {"backbone": "small_cnn", "freeze": {"batchnorm": False}},

@@ -89,7 +89,7 @@ def test_run_with_l2_smoothing_and_balanced_weights(tmp_path, image_folder, capl
         "train": {"epochs": 3, "batch_size": 8, "label_smoothing": 0.1,
                   "class_weight": "balanced", "early_stopping_patience": 0},
     })
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="absl")
     metrics = train_and_evaluate(config, str(tmp_path / "run"))
     assert np.isfinite(metrics["loss"])
     # 12 training examples: 9 horizontal, 3 vertical -> 12 / (2 * count).
