@@ -257,6 +257,7 @@ def test_eval_on_a_text_run_with_new_data(tmp_path):
         assert row["input"] == texts[row["index"]]
 
 
+@pytest.mark.filterwarnings("ignore:Skipping nested container")  # Keras, on the mismatch.
 def test_eval_labels_that_do_not_fit_the_run_are_clear_errors(image_run, tmp_path):
     import shutil
 
