@@ -62,7 +62,8 @@ def median_ms(fn, repeats, warmup=3):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="Use a tiny BERT even if MiniLM is installed.")
+    parser.add_argument("--tiny", action="store_true",
+                        help="Use a tiny BERT even if MiniLM is installed.")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--sequence_length", type=int, default=32)
     args = parser.parse_args()

@@ -25,15 +25,6 @@ from absl import app, flags  # noqa: E402
 
 from sft_keras.errors import SftError  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a finished sft-train run.")
-_EXPORT_DIR = flags.DEFINE_string(
-    "export_dir", None, "Folder holding the versions. Default: <workdir>/export.")
-_VERSION = flags.DEFINE_integer(
-    "version", None, "Version to write. Default: one more than the highest present.", lower_bound=1)
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", "best", "'best', 'last', or the path of a .weights.h5 file.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the version if it exists.")
-
 
 def main(argv):
     if len(argv) > 1:
@@ -41,15 +32,32 @@ def main(argv):
     from sft_keras.export import check_version
     from sft_keras.workdir import load_run
 
-    workdir, export_dir, version = _WORKDIR.value, _EXPORT_DIR.value, _VERSION.value
+    values = flags.FLAGS
+    workdir, export_dir, version = values.workdir, values.export_dir, values.version
     try:
         if version is not None:  # Fail before the model is rebuilt.
-            check_version(export_dir or os.path.join(workdir, "export"), version, _OVERWRITE.value)
-        run = load_run(workdir, checkpoint=_CHECKPOINT.value)
-        path = run.export(export_dir, version=version, overwrite=_OVERWRITE.value)
+            check_version(export_dir or os.path.join(workdir, "export"), version, values.overwrite)
+        run = load_run(workdir, checkpoint=values.checkpoint)
+        path = run.export(export_dir, version=version, overwrite=values.overwrite)
     except SftError as e:
         sys.exit(f"sft-export: error: {e}")
     print(f"Exported SavedModel to {path}")
+
+
+def _define_flags():
+    # Defined when the command runs, not at import: absl flags are global and
+    # `--workdir` is also sft-train's, so importing both modules (pytest's
+    # doctest collection does) must not define it twice.
+    flags.DEFINE_string("workdir", None, "Workdir of a finished sft-train run.")
+    flags.DEFINE_string(
+        "export_dir", None, "Folder holding the versions. Default: <workdir>/export.")
+    flags.DEFINE_integer(
+        "version", None, "Version to write. Default: one more than the highest present.",
+        lower_bound=1)
+    flags.DEFINE_string(
+        "checkpoint", "best", "'best', 'last', or the path of a .weights.h5 file.")
+    flags.DEFINE_bool("overwrite", False, "Replace the version if it exists.")
+    flags.mark_flags_as_required(["workdir"])
 
 
 def _parse_flags(argv):
@@ -62,7 +70,7 @@ def _parse_flags(argv):
 
 def run():
     """Entry point of the `sft-export` console script."""
-    flags.mark_flags_as_required(["workdir"])
+    _define_flags()
     app.run(main, flags_parser=_parse_flags)
 
 

@@ -1,4 +1,4 @@
-"""Run code in a fresh Python process that can import TensorFlow but not keras, keras-hub or tensorflow-text.
+"""Run code in a fresh process where TensorFlow imports but keras, keras-hub, tf-text cannot.
 
 That is the environment of a stock TF Serving build: a SavedModel that loads
 and runs there needs nothing from sft_keras, keras, keras-hub or
