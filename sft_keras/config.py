@@ -327,7 +327,8 @@ def _check_values(c, check_files=True):
             _fail("data.path", d.path, f"must be set when data.source={d.source!r}")
         if check_files and not os.path.exists(d.path):
             _fail("data.path", d.path, "does not exist")
-        if check_files and d.source in ("image_folder", "text_folder") and not os.path.isdir(d.path):
+        if (check_files and d.source in ("image_folder", "text_folder")
+                and not os.path.isdir(d.path)):
             _fail("data.path", d.path, "must be a folder with one subfolder per class")
         if check_files and d.source == "csv" and not os.path.isfile(d.path):
             _fail("data.path", d.path, "must be a CSV file")

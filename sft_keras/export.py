@@ -13,6 +13,11 @@ Image signatures (`export_image_model`):
   returns `prediction` (float32 `[batch]`) instead; multilabel returns
   `probabilities`, `predicted` (bool `[batch, classes]`) and `labels`
   (string `[batch]`, predicted labels joined by the label separator).
+  Also `valid` (bool
+  `[batch]`): False for a row whose bytes do not start like a JPEG, PNG, GIF
+  or BMP file; such a row gets zero probabilities (or prediction), class_id
+  -1 and label "" instead of failing the whole batch. A file with a valid
+  header that still cannot be decoded (e.g. truncated) fails the batch.
 - `serve_images`: `images` (float32 `[batch, height, width, 3]`, pixels in
   [0, 255]) -> the same outputs.
 """
@@ -70,7 +75,7 @@ def export_image_model(model, export_base, class_names, task, image_size, versio
     >>> out = tf.saved_model.load(path).signatures["serving_default"](
     ...     image_bytes=tf.stack([png]))
     >>> sorted(out)
-    ['class_id', 'label', 'probabilities']
+    ['class_id', 'label', 'probabilities', 'valid']
     """
     height, width = image_size
     task_type = get_task(task)
@@ -80,13 +85,21 @@ def export_image_model(model, export_base, class_names, task, image_size, versio
     def serve_images(images):
         return task_type.serving_outputs(model(images, training=False), class_names)
 
+    def decode_or_zeros(image):
+        # A row that is not an image at all gives zeros instead of failing the batch.
+        valid = has_image_header(image)
+        pixels = tf.cond(valid, lambda: decode_image_bytes(image, (height, width)),
+                         lambda: tf.zeros((height, width, 3), tf.float32))
+        return pixels, valid
+
     def serve_bytes(image_bytes):
-        images = tf.map_fn(
-            lambda b: decode_image_bytes(b, (height, width)),
+        images, valid = tf.map_fn(
+            decode_or_zeros,
             image_bytes,
-            fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32),
+            fn_output_signature=(tf.TensorSpec((height, width, 3), tf.float32),
+                                 tf.TensorSpec((), tf.bool)),
         )
-        return serve_images(images)
+        return mask_invalid_rows(serve_images(images), valid)
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -106,6 +119,39 @@ def export_image_model(model, export_base, class_names, task, image_size, versio
     }
     info = {"modality": "image", "image_size": [height, width], **(info or {})}
     return write_export(archive, export_base, class_names, task, inputs, info, version, overwrite)
+
+
+# File signatures of the formats `tf.io.decode_image` reads.
+IMAGE_HEADERS = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+
+
+def has_image_header(image_bytes):
+    """True where a scalar `tf.string` starts like a JPEG, PNG, GIF or BMP file (in-graph).
+
+    Example:
+
+    >>> [bool(has_image_header(tf.constant(b))) for b in (b"GIF89a...", b"", b"<html>")]
+    [True, False, False]
+    """
+    return tf.reduce_any([
+        tf.equal(tf.strings.substr(image_bytes, 0, len(header)), header)
+        for header in IMAGE_HEADERS
+    ])
+
+
+def mask_invalid_rows(outputs, valid):
+    """Serving outputs with `valid` added; rows where it is False hold zeros, -1 and `""`."""
+    masked = {"valid": valid}
+    for name, value in outputs.items():
+        if value.dtype == tf.string:
+            fill = tf.fill(tf.shape(value), "")
+        elif name == "class_id":
+            fill = tf.fill(tf.shape(value), tf.constant(-1, value.dtype))
+        else:
+            fill = tf.zeros_like(value)
+        row_valid = tf.reshape(valid, [-1] + [1] * (value.shape.rank - 1))
+        masked[name] = tf.where(row_valid, value, fill)
+    return masked
 
 
 def export_text_model(model, preprocessor, export_base, class_names, task, num_texts=1,

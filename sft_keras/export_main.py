@@ -25,8 +25,29 @@ from absl import app, flags  # noqa: E402
 
 from sft_keras.errors import SftError  # noqa: E402
 
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from sft_keras.export import check_version
+    from sft_keras.workdir import load_run
+
+    values = flags.FLAGS
+    workdir, export_dir, version = values.workdir, values.export_dir, values.version
+    try:
+        if version is not None:  # Fail before the model is rebuilt.
+            check_version(export_dir or os.path.join(workdir, "export"), version, values.overwrite)
+        run = load_run(workdir, checkpoint=values.checkpoint)
+        path = run.export(export_dir, version=version, overwrite=values.overwrite)
+    except SftError as e:
+        sys.exit(f"sft-export: error: {e}")
+    print(f"Exported SavedModel to {path}")
+
+
 def _define_flags():
-    # Defined when the command starts, not at import (see sft_keras.train).
+    # Defined when the command runs, not at import: absl flags are global and
+    # `--workdir` is also sft-train's, so importing both modules (pytest's
+    # doctest collection does) must not define it twice.
     flags.DEFINE_string("workdir", None, "Workdir of a finished sft-train run.")
     flags.DEFINE_string(
         "export_dir", None, "Folder holding the versions. Default: <workdir>/export.")
@@ -36,24 +57,7 @@ def _define_flags():
     flags.DEFINE_string(
         "checkpoint", "best", "'best', 'last', or the path of a .weights.h5 file.")
     flags.DEFINE_bool("overwrite", False, "Replace the version if it exists.")
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from sft_keras.export import check_version
-    from sft_keras.workdir import load_run
-
-    f = flags.FLAGS
-    workdir, export_dir, version = f.workdir, f.export_dir, f.version
-    try:
-        if version is not None:  # Fail before the model is rebuilt.
-            check_version(export_dir or os.path.join(workdir, "export"), version, f.overwrite)
-        run = load_run(workdir, checkpoint=f.checkpoint)
-        path = run.export(export_dir, version=version, overwrite=f.overwrite)
-    except SftError as e:
-        sys.exit(f"sft-export: error: {e}")
-    print(f"Exported SavedModel to {path}")
+    flags.mark_flags_as_required(["workdir"])
 
 
 def _parse_flags(argv):
@@ -67,7 +71,6 @@ def _parse_flags(argv):
 def run():
     """Entry point of the `sft-export` console script."""
     _define_flags()
-    flags.mark_flags_as_required(["workdir"])
     app.run(main, flags_parser=_parse_flags)
 
 

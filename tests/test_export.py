@@ -66,10 +66,15 @@ def test_regression_export_returns_prediction(tmp_path):
     model = _model("regression", 1)
     path = export_image_model(model, str(tmp_path), [], "regression", (32, 32))
     images, encoded = _png_batch()
-    out = tf.saved_model.load(path).signatures["serving_default"](image_bytes=encoded)
-    assert set(out) == {"prediction"} and out["prediction"].shape == (3,)
+    loaded = tf.saved_model.load(path)
+    out = loaded.signatures["serving_default"](image_bytes=encoded)
+    assert set(out) == {"prediction", "valid"} and out["prediction"].shape == (3,)
     expected = model.predict(tf.image.resize(np.stack(images), (32, 32)), verbose=0)[:, 0]
     np.testing.assert_allclose(out["prediction"].numpy(), expected, atol=1e-5)
+    # A row that is not an image gets prediction 0 and valid=False; the others are unchanged.
+    out = loaded.signatures["serving_default"](image_bytes=tf.concat([[b"oops"], encoded], 0))
+    assert out["valid"].numpy().tolist() == [False, True, True, True]
+    np.testing.assert_allclose(out["prediction"].numpy(), [0.0, *expected], atol=1e-5)
 
 
 def test_versions_increment_and_are_never_overwritten_silently(tmp_path):
