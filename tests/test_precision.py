@@ -45,7 +45,7 @@ def keep_model(monkeypatch):
     from sft_keras import train
 
     build = train.build_callbacks
-    monkeypatch.setattr(train, "build_callbacks", lambda c, w: build(c, w) + [_KeepModel()])
+    monkeypatch.setattr(train, "build_callbacks", lambda *a, **k: build(*a, **k) + [_KeepModel()])
     _KeepModel.models.clear()
     return _KeepModel.models
 
