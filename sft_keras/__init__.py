@@ -12,7 +12,7 @@ evaluate -> export. Each step is one public function:
 - `load_run()`: a finished run from its workdir  (sft_keras.workdir)
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from sft_keras.config import get_default_config, validate_config  # noqa: E402
 from sft_keras.errors import ConfigError, DataError, ExportError, SftError, WeightsError  # noqa: E402

@@ -87,7 +87,7 @@ def get_default_config():
     # 'chatterbot' source: the topics (YAML file names) to classify.
     c.data.topics = ("ai", "coding", "emotion", "literature", "psychology", "trivia")
     c.data.cache = True  # Cache decoded images in memory after the first epoch.
-    c.data.shuffle_buffer = 2048
+    c.data.shuffle_buffer = 2048  # Examples in the shuffle buffer of the training data.
     # Keep tf.data's element order fixed in the parallel training maps (decode,
     # tokenize). False is faster with slow-to-decode files, but then the
     # training order can differ between runs with the same seed. Validation
@@ -124,7 +124,7 @@ def get_default_config():
     # 'flatten' (images), 'cls' (text: the encoder's pooled [CLS] output).
     c.model.head.pooling = "avg"
     c.model.head.hidden_units = ()  # e.g. (1024,) for Flatten -> Dense(1024) -> out.
-    c.model.head.activation = "relu"
+    c.model.head.activation = "relu"  # Activation of the hidden Dense layers.
     c.model.head.dropout = 0.0  # Dropout before each hidden and the output Dense.
     c.model.head.l2 = 0.0  # L2 penalty on the head's Dense kernels, added to the loss.
     # LoRA (text backbones): freeze every encoder weight and train rank-`lora_rank`
@@ -140,10 +140,10 @@ def get_default_config():
 
     # === Training ===
     c.train = config_dict.ConfigDict()
-    c.train.epochs = 5
+    c.train.epochs = 5  # Epochs in the whole run, all stages included.
     c.train.batch_size = 32  # Global batch size, split across replicas.
     c.train.optimizer = "adam"  # 'adam', 'adamw' or 'sgd'.
-    c.train.learning_rate = 1e-3
+    c.train.learning_rate = 1e-3  # Peak learning rate (after warmup, before decay).
     c.train.weight_decay = 0.0  # Used by 'adamw' (decoupled) and 'sgd'.
     c.train.momentum = 0.9  # Used by 'sgd'.
     # Learning-rate schedule over the whole run: 'constant', 'cosine' or 'linear'
@@ -178,6 +178,8 @@ def get_default_config():
     # Stop when `monitor` has not improved for this many epochs and restore the
     # best weights; 0 disables early stopping.
     c.train.early_stopping_patience = 3
+    # Logged metric that picks best.weights.h5 (what is evaluated and exported)
+    # and drives early stopping: val_loss, val_accuracy, val_auc, val_mae, ...
     c.train.monitor = "val_loss"
     # Stages and resume.
     # Staged unfreezing: ('EPOCH:ITEMS', ...), each from a 0-based epoch on, e.g.
