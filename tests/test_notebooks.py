@@ -19,6 +19,9 @@ def test_notebook_executes(path, monkeypatch):
         f"{path} has outputs: strip them before committing (`jupyter nbconvert "
         f"--clear-output --inplace {path}`)."
     )
+    # The kernel (and the commands it starts) import this checkout's sft_keras.
+    python_path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", REPO_ROOT + (os.pathsep + python_path if python_path else ""))
     monkeypatch.setenv("SFT_SMOKE", "1")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     monkeypatch.setenv("CI", "1")
