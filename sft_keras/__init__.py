@@ -10,6 +10,21 @@ evaluate -> export. Each step is one public function:
 - `train_and_evaluate()`                         (sft_keras.train)
 - `export_image_model()`                         (sft_keras.export)
 - `load_run()`: a finished run from its workdir  (sft_keras.workdir)
+
+Text (keras-hub BERT encoders), serving and recipes:
+
+- `save_tiny_bert_preset()`, `build_text_backbone()`, `load_text_tokenizer()`,
+  `make_preprocessor()`                          (sft_keras.backbones)
+- `load_text_data()`, `make_text_dataset()`      (sft_keras.data)
+- `build_text_model()`                           (sft_keras.models)
+- `enable_lora()`, `merge_lora()`                (sft_keras.lora)
+- `export_text_model()`                          (sft_keras.export)
+- `CoreBertTokenizer`: WordPiece in core TF ops  (sft_keras.core_tokenizer)
+- `write_report()`                               (sft_keras.evaluate)
+- `build_optimizer()`                            (sft_keras.optimizers)
+- `get_strategy()`                               (sft_keras.distribute)
+- `parse_stages()`: staged unfreezing            (sft_keras.freezing)
+- `run_tune()`: a grid of trials                 (sft_keras.tune)
 """
 
 __version__ = "0.2.0"
@@ -30,6 +45,23 @@ def __getattr__(name):
         "train_and_evaluate": "sft_keras.train",
         "export_image_model": "sft_keras.export",
         "load_run": "sft_keras.workdir",
+        # Text, serving and recipes.
+        "save_tiny_bert_preset": "sft_keras.backbones",
+        "build_text_backbone": "sft_keras.backbones",
+        "load_text_tokenizer": "sft_keras.backbones",
+        "make_preprocessor": "sft_keras.backbones",
+        "load_text_data": "sft_keras.data",
+        "make_text_dataset": "sft_keras.data",
+        "build_text_model": "sft_keras.models",
+        "enable_lora": "sft_keras.lora",
+        "merge_lora": "sft_keras.lora",
+        "export_text_model": "sft_keras.export",
+        "CoreBertTokenizer": "sft_keras.core_tokenizer",
+        "write_report": "sft_keras.evaluate",
+        "build_optimizer": "sft_keras.optimizers",
+        "get_strategy": "sft_keras.distribute",
+        "parse_stages": "sft_keras.freezing",
+        "run_tune": "sft_keras.tune",
     }
     if name in lazy:
         import importlib
@@ -44,15 +76,31 @@ __all__ = [
     "ExportError",
     "SftError",
     "WeightsError",
+    "CoreBertTokenizer",
     "build_image_backbone",
     "build_image_model",
+    "build_optimizer",
+    "build_text_backbone",
+    "build_text_model",
+    "enable_lora",
     "export_image_model",
+    "export_text_model",
     "get_default_config",
+    "get_strategy",
     "load_image_data",
     "load_run",
+    "load_text_data",
+    "load_text_tokenizer",
     "make_image_dataset",
+    "make_preprocessor",
+    "make_text_dataset",
+    "merge_lora",
+    "parse_stages",
+    "run_tune",
+    "save_tiny_bert_preset",
     "set_trainable",
     "train_and_evaluate",
     "trainable_summary",
     "validate_config",
+    "write_report",
 ]

@@ -287,6 +287,29 @@ def write_report(model, dataset, examples, class_names, task, report_dir, split=
     Returns:
         dict: `evaluate_model`'s metrics (`loss`, Keras metrics,
         `num_examples`, `split`) updated with `summary_metrics`.
+
+    Example:
+
+    >>> import tempfile
+    >>> from sft_keras.config import get_default_config
+    >>> from sft_keras.data import ImageExamples, make_image_dataset
+    >>> from sft_keras.models import build_image_model
+    >>> from sft_keras.tasks import get_task
+    >>> config = get_default_config()
+    >>> config.model.backbone = "small_cnn"
+    >>> model = build_image_model(config, num_classes=2)
+    >>> task = get_task("classification")
+    >>> model.compile(loss=task.loss(), metrics=task.metrics())
+    >>> examples = ImageExamples(np.zeros((4, 32, 32, 3), np.uint8), np.array([0, 1, 0, 1]),
+    ...                          ["cat", "dog"])
+    >>> dataset = make_image_dataset(examples, (32, 32), batch_size=2)
+    >>> report_dir = tempfile.mkdtemp()
+    >>> metrics = write_report(model, dataset, examples, ["cat", "dog"], "classification",
+    ...                        report_dir)
+    >>> metrics["num_examples"], metrics["split"]
+    (4, 'validation')
+    >>> sorted(name for name in os.listdir(report_dir) if "." in name)
+    ['classification_report.json', 'classification_report.txt', 'confusion_matrix.png', 'confusion_matrix_normalized.png', 'metrics.json', 'misclassified.jsonl']
     """
     from sft_keras import plots
 

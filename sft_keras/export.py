@@ -183,6 +183,27 @@ def export_text_model(model, preprocessor, export_base, class_names, task, num_t
 
     Returns:
         str. The path of the written version folder.
+
+    Example:
+
+    >>> import tempfile, tensorflow as tf
+    >>> from sft_keras.backbones import (build_text_backbone, load_text_tokenizer,
+    ...                                  make_preprocessor, save_tiny_bert_preset)
+    >>> from sft_keras.config import get_default_config
+    >>> from sft_keras.models import build_text_model
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"]
+    >>> config = get_default_config()
+    >>> config.model.backbone = "bert"
+    >>> config.model.preset = save_tiny_bert_preset(tempfile.mkdtemp(), vocab, num_layers=1)
+    >>> config.data.sequence_length = 8
+    >>> model = build_text_model(config, build_text_backbone("bert", config.model.preset), 2)
+    >>> preprocessor = make_preprocessor(load_text_tokenizer("bert", config.model.preset), 8)
+    >>> path = export_text_model(model, preprocessor, tempfile.mkdtemp(), ["neg", "pos"],
+    ...                          "classification")
+    >>> out = tf.saved_model.load(path).signatures["serving_default"](
+    ...     text=tf.constant(["good", "not bad"]))
+    >>> sorted(out), out["probabilities"].shape
+    (['class_id', 'label', 'probabilities'], TensorShape([2, 2]))
     """
     from sft_keras.core_tokenizer import CoreBertTokenizer
     from sft_keras.data.pipeline import TEXT_INPUTS

@@ -107,6 +107,12 @@ def trainable_summary(model):
     Nested models (the backbone) count as one row, with how many of their
     layers are trainable.
 
+    Args:
+        model: a built `keras.Model`.
+
+    Returns:
+        str. One line per top-level layer with weights, then a `total` line.
+
     Example:
 
     >>> import keras

@@ -328,6 +328,26 @@ def merge_lora(model):
 
     Returns:
         A `keras.Model` with the same outputs.
+
+    Example:
+
+    >>> import keras_hub
+    >>> backbone = keras_hub.models.BertBackbone(
+    ...     vocabulary_size=10, num_layers=1, num_heads=1, hidden_dim=4,
+    ...     intermediate_dim=8)
+    >>> _ = enable_lora(backbone, rank=2)
+    >>> names = ("token_ids", "segment_ids", "padding_mask")
+    >>> inputs = {n: keras.Input((4,), dtype="int32", name=n) for n in names}
+    >>> model = keras.Model(inputs, keras.layers.Dense(2)(backbone(inputs)["pooled_output"]))
+    >>> for layer in lora_layers(model):  # A nonzero update, as after training.
+    ...     _ = layer.lora_kernel_b.assign(np.ones(layer.lora_kernel_b.shape))
+    >>> merged = merge_lora(model)
+    >>> len(lora_layers(model)), len(lora_layers(merged))
+    (2, 0)
+    >>> x = {"token_ids": np.array([[2, 5, 3, 0]]), "segment_ids": np.zeros((1, 4), int),
+    ...      "padding_mask": np.array([[1, 1, 1, 0]])}
+    >>> bool(np.allclose(model(x), merged(x), atol=1e-5))
+    True
     """
     if not lora_layers(model):
         return model

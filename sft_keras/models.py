@@ -138,6 +138,21 @@ def build_text_model(config, backbone, num_classes):
 
     Returns:
         An uncompiled functional `keras.Model`.
+
+    Example:
+
+    >>> import tempfile
+    >>> from sft_keras.backbones import build_text_backbone, save_tiny_bert_preset
+    >>> from sft_keras.config import get_default_config
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"]
+    >>> config = get_default_config()
+    >>> config.model.backbone = "bert"
+    >>> config.model.preset = save_tiny_bert_preset(tempfile.mkdtemp(), vocab)
+    >>> config.data.sequence_length = 8
+    >>> backbone = build_text_backbone("bert", config.model.preset)
+    >>> model = build_text_model(config, backbone, num_classes=3)
+    >>> sorted(model.input), model.output.shape
+    (['padding_mask', 'segment_ids', 'token_ids'], (None, 3))
     """
     if config.model.lora_rank:
         from sft_keras import lora

@@ -1,5 +1,6 @@
 """Documentation that is generated from code stays current."""
 
+import inspect
 import os
 
 import sft_keras
@@ -28,3 +29,32 @@ def test_version_and_changelog():
     assert sft_keras.__version__.count(".") == 2
     with open(os.path.join(REPO_ROOT, "CHANGELOG.md"), encoding="utf-8") as f:
         assert f"## {sft_keras.__version__}" in f.read()
+
+
+def _takes_arguments(obj):
+    """True when calling `obj` (a function, or a class's constructor) takes arguments."""
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return False
+    return any(p.name not in ("self", "cls") for p in signature.parameters.values())
+
+
+def test_public_api_docstrings():
+    """Every public function and class has a summary, `Args:` and a runnable `Example:`."""
+    problems = []
+    for name in sft_keras.__all__:
+        obj = getattr(sft_keras, name)
+        if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+            continue
+        doc = inspect.getdoc(obj) or ""
+        lines = doc.splitlines()
+        if not lines or not lines[0].strip() or (len(lines) > 1 and lines[1].strip()):
+            problems.append(f"{name}: no one-line summary followed by a blank line")
+        if inspect.isclass(obj) and issubclass(obj, sft_keras.SftError):
+            continue  # Error classes need only the summary.
+        if _takes_arguments(obj) and "\nArgs:\n" not in f"\n{doc}":
+            problems.append(f"{name}: takes arguments but has no 'Args:' section")
+        if "\nExample:\n" not in f"\n{doc}" or ">>> " not in doc.split("Example:", 1)[-1]:
+            problems.append(f"{name}: no 'Example:' section with a '>>>' line")
+    assert not problems, "Public API docstrings are incomplete:\n" + "\n".join(problems)

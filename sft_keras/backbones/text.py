@@ -125,6 +125,18 @@ def build_text_backbone(name, preset):
 
     Returns:
         A `keras_hub.models.BertBackbone`.
+
+    Raises:
+        WeightsError: the preset cannot be loaded (naming it and why).
+
+    Example:
+
+    >>> import tempfile
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"]
+    >>> preset = save_tiny_bert_preset(tempfile.mkdtemp(), vocab)
+    >>> backbone = build_text_backbone("bert", preset)
+    >>> backbone.num_layers, backbone.hidden_dim, backbone.max_sequence_length
+    (2, 16, 64)
     """
     preset = resolve_preset(preset)
     try:
@@ -140,6 +152,25 @@ def load_text_tokenizer(name, preset):
 
     For a Hugging Face checkpoint folder, lower-casing and accent stripping
     follow its `tokenizer_config.json`, matching the reference tokenizer.
+
+    Args:
+        name: str. A registered text backbone (`"bert"`); named in errors.
+        preset: str. As in `build_text_backbone`: a keras-hub preset name, or
+            a local keras-hub preset or Hugging Face checkpoint folder.
+
+    Returns:
+        A `keras_hub.models.BertTokenizer` (WordPiece).
+
+    Raises:
+        WeightsError: the preset's tokenizer cannot be loaded.
+
+    Example:
+
+    >>> import tempfile
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"]
+    >>> tokenizer = load_text_tokenizer("bert", save_tiny_bert_preset(tempfile.mkdtemp(), vocab))
+    >>> tokenizer.tokenize("Good bad movie").tolist()  # The tiny preset lower-cases.
+    [5, 6, 1]
     """
     preset = resolve_preset(preset)
     try:
@@ -153,8 +184,33 @@ def load_text_tokenizer(name, preset):
 def make_preprocessor(tokenizer, sequence_length, backbone=None):
     """Returns a `BertTextClassifierPreprocessor` padding/truncating to `sequence_length`.
 
+    The preprocessor maps a batch of strings (or a tuple of two batches, for
+    sentence pairs) to the dict the text model takes: `token_ids` (`[CLS]`
+    text `[SEP]`, then padding), `segment_ids` and `padding_mask`, each
+    `[batch, sequence_length]`. Longer texts are truncated.
+
+    Args:
+        tokenizer: a keras-hub `BertTokenizer` (`load_text_tokenizer`).
+        sequence_length: int. Tokens per example, `[CLS]` and `[SEP]`
+            included (`data.sequence_length`).
+        backbone: the keras-hub backbone, or None (default). When given,
+            `sequence_length` is checked against its position embeddings.
+
+    Returns:
+        A `keras_hub.models.BertTextClassifierPreprocessor`.
+
     Raises:
         ConfigError: `sequence_length` exceeds the backbone's position embeddings.
+
+    Example:
+
+    >>> import tempfile
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"]
+    >>> tokenizer = load_text_tokenizer("bert", save_tiny_bert_preset(tempfile.mkdtemp(), vocab))
+    >>> preprocessor = make_preprocessor(tokenizer, sequence_length=6)
+    >>> features = preprocessor(["good bad"])
+    >>> features["token_ids"].numpy().tolist(), features["padding_mask"].numpy().tolist()
+    ([[2, 5, 6, 3, 0, 0]], [[True, True, True, True, False, False]])
     """
     if backbone is not None and sequence_length > backbone.max_sequence_length:
         raise ConfigError(

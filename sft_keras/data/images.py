@@ -259,6 +259,12 @@ def _read(source_path, config, task, class_names=None):
 def load_image_data(data_config, task, seed):
     """Reads, checks and splits the image data the `data` config describes.
 
+    `data.source` `'digits'` is scikit-learn's digits (`load_digits`);
+    otherwise `data.path` is an image folder (one subfolder per class) or a
+    CSV manifest. Validation examples come from `data.validation_path` when
+    set, else are `data.validation_split` of the examples (stratified for
+    classification, seeded).
+
     Args:
         data_config: the `data` part of a validated config.
         task: str. The `task` config value.
@@ -266,6 +272,21 @@ def load_image_data(data_config, task, seed):
 
     Returns:
         `ImageData`.
+
+    Raises:
+        DataError: no examples, or task='binary' without exactly 2 classes
+            (and as the readers do).
+
+    Example:
+
+    >>> from sft_keras.config import get_default_config
+    >>> config = get_default_config()
+    >>> config.data.source = "digits"
+    >>> data = load_image_data(config.data, "classification", seed=0)
+    >>> len(data.train), len(data.validation), data.train.images.shape[1:]
+    (1438, 359, (8, 8, 3))
+    >>> data.class_names[:3]
+    ['0', '1', '2']
     """
     if data_config.source == "digits":
         examples = load_digits()

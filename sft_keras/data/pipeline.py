@@ -104,6 +104,25 @@ def make_text_dataset(examples, preprocessor, batch_size, task="classification",
         deterministic: bool. Keep batch order in the parallel tokenization
             when `training` (see `make_image_dataset`). Without `training`
             the order is always kept.
+
+    Returns:
+        A `tf.data.Dataset` of `(features, labels)` batches; `features` maps
+        `token_ids`, `segment_ids`, `padding_mask` to int32
+        `[batch, sequence_length]`.
+
+    Example:
+
+    >>> import tempfile
+    >>> from sft_keras.backbones import load_text_tokenizer, make_preprocessor, save_tiny_bert_preset
+    >>> from sft_keras.data import TextExamples
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"]
+    >>> tokenizer = load_text_tokenizer("bert", save_tiny_bert_preset(tempfile.mkdtemp(), vocab))
+    >>> examples = TextExamples(np.array(["good", "bad", "good bad"], object),
+    ...                         np.array([1, 0, 1], np.int32), ["neg", "pos"])
+    >>> dataset = make_text_dataset(examples, make_preprocessor(tokenizer, 8), batch_size=2)
+    >>> features, labels = next(iter(dataset))
+    >>> features["token_ids"].numpy().tolist(), labels.numpy().tolist()
+    ([[2, 5, 3, 0, 0, 0, 0, 0], [2, 6, 3, 0, 0, 0, 0, 0]], [1, 0])
     """
     texts = np.asarray(examples.texts, dtype=object)
     label_dtype = np.int32 if task == "classification" else np.float32

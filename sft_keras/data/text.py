@@ -755,6 +755,21 @@ def load_text_data(data_config, task, seed):
             exactly 2 classes, classification with fewer than 2 classes, or
             a validation label never seen in training.
         ConfigError: an unknown `data.source`, or keys that do not fit it.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> from sft_keras.config import get_default_config
+    >>> path = os.path.join(tempfile.mkdtemp(), "train.csv")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("text,label\\n" + "good film,pos\\nbad film,neg\\n" * 4)
+    >>> config = get_default_config()
+    >>> config.data.source = "text_file"
+    >>> config.data.path = path
+    >>> config.data.validation_split = 0.25
+    >>> data = load_text_data(config.data, "classification", seed=0)
+    >>> data.class_names, len(data.train), len(data.validation)
+    (['neg', 'pos'], 6, 2)
     """
     _check_task(task)
     d = data_config
