@@ -40,21 +40,55 @@ def _takes_arguments(obj):
     return any(p.name not in ("self", "cls") for p in signature.parameters.values())
 
 
+def _docstring_problems(name, obj):
+    """What the docstring of the public function or class `obj` lacks, as a list of str."""
+    problems = []
+    doc = inspect.getdoc(obj) or ""
+    lines = doc.splitlines()
+    if not lines or not lines[0].strip() or (len(lines) > 1 and lines[1].strip()):
+        problems.append(f"{name}: no one-line summary followed by a blank line")
+    if inspect.isclass(obj) and issubclass(obj, sft_keras.SftError):
+        return problems  # Error classes need only the summary.
+    if _takes_arguments(obj) and "\nArgs:\n" not in f"\n{doc}":
+        problems.append(f"{name}: takes arguments but has no 'Args:' section")
+    if "\nExample:\n" not in f"\n{doc}" or ">>> " not in doc.split("Example:", 1)[-1]:
+        problems.append(f"{name}: no 'Example:' section with a '>>>' line")
+    return problems
+
+
 def test_public_api_docstrings():
     """Every public function and class has a summary, `Args:` and a runnable `Example:`."""
     problems = []
     for name in sft_keras.__all__:
         obj = getattr(sft_keras, name)
-        if not (inspect.isfunction(obj) or inspect.isclass(obj)):
-            continue
-        doc = inspect.getdoc(obj) or ""
-        lines = doc.splitlines()
-        if not lines or not lines[0].strip() or (len(lines) > 1 and lines[1].strip()):
-            problems.append(f"{name}: no one-line summary followed by a blank line")
-        if inspect.isclass(obj) and issubclass(obj, sft_keras.SftError):
-            continue  # Error classes need only the summary.
-        if _takes_arguments(obj) and "\nArgs:\n" not in f"\n{doc}":
-            problems.append(f"{name}: takes arguments but has no 'Args:' section")
-        if "\nExample:\n" not in f"\n{doc}" or ">>> " not in doc.split("Example:", 1)[-1]:
-            problems.append(f"{name}: no 'Example:' section with a '>>>' line")
+        if inspect.isfunction(obj) or inspect.isclass(obj):
+            problems += _docstring_problems(name, obj)
     assert not problems, "Public API docstrings are incomplete:\n" + "\n".join(problems)
+
+
+def test_docstring_check_finds_what_is_missing():
+    def documented(x):
+        """Adds one.
+
+        Args:
+            x: int.
+
+        Example:
+
+        >>> documented(1)
+        2
+        """
+        return x + 1
+
+    def bare(x):
+        """Adds one; no blank line follows.
+        Example: none."""
+        return x + 1
+
+    assert _docstring_problems("documented", documented) == []
+    assert [p.split(": ", 1)[1] for p in _docstring_problems("bare", bare)] == [
+        "no one-line summary followed by a blank line",
+        "takes arguments but has no 'Args:' section",
+        "no 'Example:' section with a '>>>' line",
+    ]
+    assert _docstring_problems("ConfigError", sft_keras.ConfigError) == []
