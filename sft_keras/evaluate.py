@@ -308,8 +308,14 @@ def write_report(model, dataset, examples, class_names, task, report_dir, split=
     ...                        report_dir)
     >>> metrics["num_examples"], metrics["split"]
     (4, 'validation')
-    >>> sorted(name for name in os.listdir(report_dir) if "." in name)
-    ['classification_report.json', 'classification_report.txt', 'confusion_matrix.png', 'confusion_matrix_normalized.png', 'metrics.json', 'misclassified.jsonl']
+    >>> print("\\n".join(sorted(os.listdir(report_dir))))
+    classification_report.json
+    classification_report.txt
+    confusion_matrix.png
+    confusion_matrix_normalized.png
+    metrics.json
+    misclassified
+    misclassified.jsonl
     """
     from sft_keras import plots
 

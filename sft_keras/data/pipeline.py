@@ -113,7 +113,8 @@ def make_text_dataset(examples, preprocessor, batch_size, task="classification",
     Example:
 
     >>> import tempfile
-    >>> from sft_keras.backbones import load_text_tokenizer, make_preprocessor, save_tiny_bert_preset
+    >>> from sft_keras.backbones import (load_text_tokenizer, make_preprocessor,
+    ...                                  save_tiny_bert_preset)
     >>> from sft_keras.data import TextExamples
     >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"]
     >>> tokenizer = load_text_tokenizer("bert", save_tiny_bert_preset(tempfile.mkdtemp(), vocab))
