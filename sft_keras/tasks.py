@@ -213,7 +213,7 @@ class ThresholdedF1Score(keras.metrics.F1Score):
 
     >>> m = ThresholdedF1Score([0.3, 0.7], average="micro")
     >>> m.update_state([[1.0, 0.0]], [[0.4, 0.6]])
-    >>> float(m.result())
+    >>> round(float(m.result()), 4)
     1.0
     """
 
