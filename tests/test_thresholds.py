@@ -134,7 +134,14 @@ def test_export_applies_per_label_thresholds(tmp_path):
     assert info["label_separator"] == ";"
 
 
-def test_tune_writes_thresholds_used_by_report_and_export(tmp_path):
+@pytest.fixture(scope="module")
+def tuned_run(tmp_path_factory):
+    """A 2-epoch small_cnn multilabel run with train.multilabel_thresholds='tune'.
+
+    The default threshold 0.9 is far too high for a model this short-trained,
+    so tuning has to move it.
+    """
+    tmp_path = tmp_path_factory.mktemp("tuned")
     rng = np.random.RandomState(0)
     rows = ["path,label"]
     for i in range(24):
@@ -152,14 +159,19 @@ def test_tune_writes_thresholds_used_by_report_and_export(tmp_path):
         "data": {"source": "csv", "path": str(tmp_path / "m.csv"), "validation_split": 0.5},
         "model": {"backbone": "small_cnn"},
         "train": {"epochs": 2, "batch_size": 12, "early_stopping_patience": 0,
-                  "multilabel_thresholds": "tune"},
+                  "multilabel_threshold": 0.9, "multilabel_thresholds": "tune"},
     })
     workdir = str(tmp_path / "run")
-    metrics = train_and_evaluate(config, workdir)
+    return tmp_path, workdir, train_and_evaluate(config, workdir)
+
+
+def test_tune_writes_thresholds_used_by_report_and_export(tuned_run):
+    tmp_path, workdir, metrics = tuned_run
     saved = json.load(open(os.path.join(workdir, "report", "thresholds.json")))
     thresholds = saved["thresholds"]
     assert list(thresholds) == ["h", "v"] and saved["source"].startswith("tuned")
-    assert all(0 < t < 1 for t in thresholds.values())
+    assert all(0 < t < 1 for t in thresholds.values()) and min(thresholds.values()) < 0.9
+    assert saved["default"] == 0.9
     info = json.load(open(os.path.join(metrics["export_path"], "assets.extra", "export_info.json")))
     assert info["multilabel_thresholds"] == thresholds
     # The export serves with the tuned thresholds.
@@ -171,3 +183,17 @@ def test_tune_writes_thresholds_used_by_report_and_export(tmp_path):
                                                                             np.float32))
     # Keras metrics were recompiled with the tuned thresholds: they agree with the report.
     assert metrics["f1_micro"] == pytest.approx(metrics["micro_f1"], abs=1e-4)
+
+
+def test_sft_eval_and_reexport_use_the_tuned_thresholds(tuned_run, tmp_path):
+    from sft_keras.eval_main import evaluate_workdir
+    from sft_keras.workdir import load_run
+
+    _, workdir, trained = tuned_run
+    thresholds = json.load(open(os.path.join(workdir, "report", "thresholds.json")))["thresholds"]
+    metrics = evaluate_workdir(workdir)  # The validation split again, same weights.
+    assert metrics["micro_f1"] == pytest.approx(trained["micro_f1"], abs=1e-6)
+    assert metrics["f1_micro"] == pytest.approx(metrics["micro_f1"], abs=1e-4)
+    path = load_run(workdir).export(str(tmp_path / "export"))
+    info = json.load(open(os.path.join(path, "assets.extra", "export_info.json")))
+    assert info["multilabel_thresholds"] == thresholds
