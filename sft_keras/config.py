@@ -175,6 +175,12 @@ def get_default_config():
     # task='multilabel': a label is predicted when its probability is >= this
     # (metrics, the report and the export's `predicted` and `labels` outputs).
     c.train.multilabel_threshold = 0.5
+    # task='multilabel': per-label thresholds overriding multilabel_threshold,
+    # 'label:0.3,other:0.7' (names from the class names; unnamed labels keep
+    # multilabel_threshold), or 'tune': after training, each label gets the
+    # threshold (0.05-0.95 grid) maximizing its F1 on the validation split,
+    # written to report/thresholds.json and used by the report and the export.
+    c.train.multilabel_thresholds = ""
     # Stop when `monitor` has not improved for this many epochs and restore the
     # best weights; 0 disables early stopping.
     c.train.early_stopping_patience = 3
@@ -461,6 +467,12 @@ def _check_values(c, check_files=True):
         0.0 < t.multilabel_threshold < 1.0
     ):
         _fail("train.multilabel_threshold", t.multilabel_threshold, "must be a number in (0, 1)")
+    from sft_keras.tasks import parse_thresholds
+
+    parse_thresholds(t.multilabel_thresholds)  # Syntax and range; label names need the data.
+    if t.multilabel_thresholds.strip() and c.task != "multilabel":
+        _fail("train.multilabel_thresholds", t.multilabel_thresholds,
+              f"is for task='multilabel', not task={c.task!r}; set it to ''")
     if isinstance(t.early_stopping_patience, bool) or not isinstance(
         t.early_stopping_patience, int
     ) or t.early_stopping_patience < 0:

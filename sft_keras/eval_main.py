@@ -157,7 +157,7 @@ def evaluate_workdir(workdir, split="validation", data_path=None, checkpoint="be
     import keras
 
     from sft_keras import backbones, evaluate
-    from sft_keras.tasks import get_task
+    from sft_keras.tasks import read_tuned_thresholds, task_from_config
 
     if split not in SPLITS:
         raise ConfigError(f"--split must be one of {SPLITS}. Received: --split={split!r}")
@@ -193,11 +193,14 @@ def evaluate_workdir(workdir, split="validation", data_path=None, checkpoint="be
             f"and labels.txt ({len(class_names)} classes): "
             + " ".join(str(e).splitlines()[:3])[:400]  # Keras appends whole weight arrays.
         ) from None
-    task = get_task(config.task)
+    # Multilabel: the run's thresholds (tuned ones from report/thresholds.json).
+    task = task_from_config(config, class_names, tuned=read_tuned_thresholds(workdir))
     model.compile(loss=task.loss(), metrics=task.metrics())
+    threshold = task.label_thresholds(len(class_names)) if config.task == "multilabel" else 0.5
     metrics = evaluate.write_report(
         model, dataset, examples, class_names, config.task, report_dir, split_name,
         training_log=os.path.join(workdir, "training_log.csv"), num_worst=num_worst,
+        threshold=threshold,
     )
     metrics["report_dir"] = report_dir
     return metrics

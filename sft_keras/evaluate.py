@@ -101,7 +101,8 @@ def write_classification_report(model, dataset, labels, class_names, task, workd
 def write_multilabel_report(model, dataset, labels, class_names, workdir, threshold=0.5):
     """Writes the per-label report of a multilabel model; returns its summary metrics.
 
-    A label is predicted when its probability is >= `threshold`. Writes
+    A label is predicted when its probability is >= `threshold` (or its
+    entry of a per-label `threshold` list). Writes
     `<workdir>/classification_report.txt` and `.json` (scikit-learn's
     multilabel report: precision, recall, F1 and support per label, plus
     micro, macro, weighted and per-example "samples" averages).
@@ -112,7 +113,8 @@ def write_multilabel_report(model, dataset, labels, class_names, workdir, thresh
         labels: array `[n, classes]` of 0/1, in dataset order.
         class_names: list of str.
         workdir: str.
-        threshold: float. `train.multilabel_threshold`.
+        threshold: float, or list of float (one per label, in class order):
+            `train.multilabel_threshold(s)`.
 
     Returns:
         dict with `micro_f1`, `macro_f1`, `weighted_f1`, `samples_f1` and
@@ -121,7 +123,7 @@ def write_multilabel_report(model, dataset, labels, class_names, workdir, thresh
     import numpy as np
     from sklearn import metrics as sk_metrics
 
-    predicted = (model.predict(dataset, verbose=0) >= threshold).astype(int)
+    predicted = (model.predict(dataset, verbose=0) >= np.asarray(threshold)).astype(int)
     y_true = np.asarray(labels).astype(int)
     kwargs = dict(y_true=y_true, y_pred=predicted, target_names=[str(c) for c in class_names],
                   zero_division=0, digits=4)
@@ -135,6 +137,52 @@ def write_multilabel_report(model, dataset, labels, class_names, workdir, thresh
                for avg in ("micro", "macro", "weighted", "samples")}
     summary["exact_match"] = float(np.mean(np.all(predicted == y_true, axis=1)))
     return summary
+
+
+THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 ... 0.95.
+
+
+def tune_thresholds(labels, probabilities, class_names, default=0.5, grid=THRESHOLD_GRID):
+    """Per label, the threshold in `grid` that maximizes that label's F1.
+
+    Predicted means probability >= threshold. Among thresholds with the same
+    F1 the one closest to `default` wins; a label whose F1 is 0 at every
+    threshold (e.g. no positive example) keeps `default`. Tuned on the
+    validation split, the thresholds flatter that split's report.
+
+    Args:
+        labels: array `[n, classes]` of 0/1.
+        probabilities: array `[n, classes]` of sigmoid outputs.
+        class_names: list of str, in class order.
+        default: float. `train.multilabel_threshold`.
+        grid: sequence of float in (0, 1). The candidate thresholds.
+
+    Returns:
+        dict str -> float: one threshold per class, in class order.
+
+    Example:
+
+    >>> y = np.array([[1, 0], [1, 1], [0, 0], [0, 1]])
+    >>> p = np.array([[0.32, 0.9], [0.35, 0.95], [0.1, 0.8], [0.2, 0.97]])
+    >>> tune_thresholds(y, p, ["a", "b"])
+    {'a': 0.3, 'b': 0.95}
+    """
+    labels = np.asarray(labels).astype(bool)
+    probabilities = np.asarray(probabilities, np.float64)
+    grid = np.asarray(grid, np.float64)
+    tuned = {}
+    for j, name in enumerate(class_names):
+        predicted = probabilities[:, j, None] >= grid[None, :]  # [n, len(grid)]
+        truth = labels[:, j, None]
+        tp = np.sum(predicted & truth, axis=0)
+        wrong = np.sum(predicted != truth, axis=0)  # fp + fn.
+        f1 = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), 0.0)
+        if f1.max() <= 0:
+            tuned[str(name)] = float(default)
+            continue
+        best = np.flatnonzero(f1 == f1.max())
+        tuned[str(name)] = float(grid[best[np.argmin(np.abs(grid[best] - default))]])
+    return tuned
 
 
 def summary_metrics(labels, outputs, task, num_classes):
@@ -281,8 +329,9 @@ def write_report(model, dataset, examples, class_names, task, report_dir, split=
         training_log: str or None. A `training_log.csv`; when it exists and
             has rows, `training_curves.png` is drawn from it.
         num_worst: int. Lines of `misclassified.jsonl`.
-        threshold: float. Multilabel only: a label is predicted when its
-            probability is >= `threshold` (`train.multilabel_threshold`).
+        threshold: float, or list of float per label. Multilabel only: a
+            label is predicted when its probability is >= `threshold`
+            (`train.multilabel_threshold`, or the per-label thresholds).
 
     Returns:
         dict: `evaluate_model`'s metrics (`loss`, Keras metrics,

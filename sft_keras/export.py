@@ -48,7 +48,7 @@ def export_image_model(model, export_base, class_names, task, image_size, versio
         class_names: list of str, in class-index order (empty for regression).
         task: str or `sft_keras.tasks.Task`. `"classification"`, `"binary"`,
             `"regression"` or `"multilabel"`; pass a `Task` (`task_from_config`)
-            to serve with a multilabel threshold other than 0.5.
+            to serve with multilabel thresholds other than 0.5.
         image_size: `(height, width)` the model expects; served images are
             resized to it exactly as in training.
         version: int or None. The version to write; None means one more than
@@ -117,7 +117,8 @@ def export_image_model(model, export_base, class_names, task, image_size, versio
         "serving_default": {"image_bytes": "tf.string [batch], encoded JPEG/PNG/GIF/BMP"},
         "serve_images": {"images": f"tf.float32 [batch, {height}, {width}, 3], 0-255"},
     }
-    info = {"modality": "image", "image_size": [height, width], **(info or {})}
+    info = {"modality": "image", "image_size": [height, width], **(info or {}),
+            **_task_info(task_type, class_names)}
     return write_export(archive, export_base, class_names, task, inputs, info, version, overwrite)
 
 
@@ -177,7 +178,7 @@ def export_text_model(model, preprocessor, export_base, class_names, task, num_t
         class_names: list of str (empty for regression).
         task: str or `sft_keras.tasks.Task`. `"classification"`, `"binary"`,
             `"regression"` or `"multilabel"`; pass a `Task` (`task_from_config`)
-            to serve with a multilabel threshold other than 0.5.
+            to serve with multilabel thresholds other than 0.5.
         num_texts: int. 1, or 2 for sentence-pair tasks.
         version, overwrite, info: as in `export_image_model`.
 
@@ -244,12 +245,13 @@ def export_text_model(model, preprocessor, export_base, class_names, task, num_t
         "serving_default": {n: "tf.string [batch], raw text" for n in text_names},
         "serve_tokens": {n: f"tf.int32 [batch, {length}]" for n in TEXT_INPUTS},
     }
-    info = {"modality": "text", "sequence_length": length, **(info or {})}
+    info = {"modality": "text", "sequence_length": length, **(info or {}),
+            **_task_info(task_type, class_names)}
     return write_export(archive, export_base, class_names, task, inputs, info, version, overwrite)
 
 
 def export_model(config, model, export_base, class_names, preprocessor=None, info=None,
-                 version=None, overwrite=False):
+                 version=None, overwrite=False, task=None):
     """Exports a model built by `models.build_model` as `<export_base>/<version>/`.
 
     Args:
@@ -259,13 +261,17 @@ def export_model(config, model, export_base, class_names, preprocessor=None, inf
         class_names: list of str in class-index order (empty for regression).
         preprocessor: the keras-hub preprocessor of a text run; None for images.
         info, version, overwrite: as in `export_image_model`.
+        task: `sft_keras.tasks.Task` or None. The task to serve (e.g. with
+            tuned multilabel thresholds); None: `task_from_config(config,
+            class_names)`.
 
     Returns:
         str. The path of the written version folder.
     """
     from sft_keras.tasks import task_from_config
 
-    task = task_from_config(config)
+    if task is None:
+        task = task_from_config(config, class_names)
     if preprocessor is None:
         return export_image_model(
             model, export_base, class_names, task, config.data.image_size,
@@ -277,6 +283,15 @@ def export_model(config, model, export_base, class_names, preprocessor=None, inf
         model, preprocessor, export_base, class_names, task,
         num_texts=num_texts, version=version, overwrite=overwrite, info=info,
     )
+
+
+def _task_info(task_type, class_names):
+    """Multilabel: the served per-label thresholds and separator, for `export_info.json`."""
+    if task_type.name != "multilabel":
+        return {}
+    thresholds = task_type.label_thresholds(len(class_names))
+    return {"multilabel_thresholds": dict(zip(class_names, thresholds)),
+            "label_separator": task_type.label_separator}
 
 
 def write_export(archive, export_base, class_names, task, inputs, info, version=None,

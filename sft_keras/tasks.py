@@ -17,6 +17,9 @@ class Task:
         monitors: tuple of str. Metric names `train.monitor` may name.
         threshold: float. Multilabel: a label is predicted when its
             probability is >= this (`train.multilabel_threshold`).
+        thresholds: tuple of float. Multilabel: one threshold per label, in
+            class order, replacing `threshold` (`train.multilabel_thresholds`
+            resolved by `resolve_thresholds`); empty: `threshold` for all.
         label_separator: str. Multilabel: joins the predicted labels in the
             served `labels` output (`data.label_separator`).
     """
@@ -25,6 +28,24 @@ class Task:
     monitors: tuple
     threshold: float = 0.5
     label_separator: str = "|"
+    thresholds: tuple = ()
+
+    def label_thresholds(self, num_classes):
+        """The per-label thresholds as a list of `num_classes` floats.
+
+        Example:
+
+        >>> get_task("multilabel", threshold=0.4).label_thresholds(2)
+        [0.4, 0.4]
+        >>> get_task("multilabel", thresholds=(0.3, 0.7)).label_thresholds(2)
+        [0.3, 0.7]
+        """
+        if not self.thresholds:
+            return [float(self.threshold)] * num_classes
+        if len(self.thresholds) != num_classes:
+            raise ValueError(f"{len(self.thresholds)} thresholds for {num_classes} classes. "
+                             f"Received: thresholds={self.thresholds!r}")
+        return [float(t) for t in self.thresholds]
 
     def output_units(self, num_classes):
         """Units of the output Dense layer."""
@@ -49,6 +70,14 @@ class Task:
             return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         if self.name == "binary":
             return [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+        if self.name == "multilabel" and self.thresholds:
+            # Per-label thresholds: the metrics score binarized predictions.
+            return [
+                ThresholdedBinaryAccuracy(self.thresholds, name="accuracy"),
+                keras.metrics.AUC(name="auc"),
+                ThresholdedF1Score(self.thresholds, average="micro", name="f1_micro"),
+                ThresholdedF1Score(self.thresholds, average="macro", name="f1_macro"),
+            ]
         if self.name == "multilabel":
             # accuracy: over every (example, label) pair; auc: micro (pairs pooled).
             return [
@@ -71,7 +100,8 @@ class Task:
         `class_id` (int64 [batch]) and `label` (string [batch]); regression returns
         `prediction` (float32 [batch]). Multilabel returns `probabilities`
         (float32 [batch, classes], independent sigmoids), `predicted` (bool
-        [batch, classes], probability >= `threshold`) and `labels` (string
+        [batch, classes], probability >= `threshold`, or >= the label's entry
+        of `thresholds`: a constant `[classes]` vector in the graph) and `labels` (string
         [batch]: the predicted class names joined by `label_separator`, in
         class order; empty when none passes).
         """
@@ -81,7 +111,11 @@ class Task:
         if self.name == "regression":
             return {"prediction": tf.reshape(outputs, [-1])}
         if self.name == "multilabel":
-            predicted = outputs >= self.threshold
+            if self.thresholds:
+                predicted = outputs >= tf.constant(self.label_thresholds(len(class_names)),
+                                                   tf.float32)
+            else:
+                predicted = outputs >= self.threshold
             names = tf.broadcast_to(tf.constant(list(class_names), tf.string), tf.shape(outputs))
             chosen = tf.ragged.boolean_mask(names, predicted)
             labels = tf.strings.reduce_join(chosen, axis=-1, separator=self.label_separator)
@@ -126,6 +160,171 @@ class SparseCategoricalCrossentropyWithSmoothing(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def _binarize(y_pred, thresholds):
+    y_pred = keras.ops.convert_to_tensor(y_pred)
+    return keras.ops.cast(y_pred >= keras.ops.cast(list(thresholds), y_pred.dtype), y_pred.dtype)
+
+
+@keras.saving.register_keras_serializable(package="sft_keras")
+class ThresholdedBinaryAccuracy(keras.metrics.BinaryAccuracy):
+    """Binary accuracy over every (example, label) pair, with one threshold per label.
+
+    Label j counts as predicted when its probability is >= `thresholds[j]`.
+
+    Args:
+        thresholds: list of float, one per label.
+        name: str.
+        dtype: the metric's dtype.
+
+    Example:
+
+    >>> m = ThresholdedBinaryAccuracy([0.3, 0.7])
+    >>> m.update_state([[1.0, 0.0]], [[0.4, 0.6]])
+    >>> float(m.result())
+    1.0
+    """
+
+    def __init__(self, thresholds, name="binary_accuracy", dtype=None):
+        super().__init__(name=name, dtype=dtype, threshold=0.5)
+        self.thresholds = [float(t) for t in thresholds]
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, _binarize(y_pred, self.thresholds), sample_weight)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("threshold", None)
+        return {**config, "thresholds": self.thresholds}
+
+
+@keras.saving.register_keras_serializable(package="sft_keras")
+class ThresholdedF1Score(keras.metrics.F1Score):
+    """Keras's `F1Score` with one threshold per label (probability >= `thresholds[j]`).
+
+    Args:
+        thresholds: list of float, one per label.
+        average: None, 'micro', 'macro' or 'weighted', as in `keras.metrics.F1Score`.
+        name: str.
+        dtype: the metric's dtype.
+
+    Example:
+
+    >>> m = ThresholdedF1Score([0.3, 0.7], average="micro")
+    >>> m.update_state([[1.0, 0.0]], [[0.4, 0.6]])
+    >>> round(float(m.result()), 4)
+    1.0
+    """
+
+    def __init__(self, thresholds, average=None, name="f1_score", dtype=None):
+        super().__init__(average=average, threshold=0.5, name=name, dtype=dtype)
+        self.thresholds = [float(t) for t in thresholds]
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, _binarize(y_pred, self.thresholds), sample_weight)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("threshold", None)
+        return {**config, "thresholds": self.thresholds}
+
+
+def parse_thresholds(spec, key="train.multilabel_thresholds"):
+    """Parses per-label thresholds `"label:0.3,other:0.7"` into a dict (syntax and range only).
+
+    Args:
+        spec: str. `""` (none), `"tune"` (returns `{}`: tuned after training),
+            or comma-separated `name:threshold` items, each threshold in (0, 1).
+        key: str. The config key named in errors.
+
+    Returns:
+        dict str -> float, in the order given.
+
+    Raises:
+        ConfigError: not a string, an item without `:`, an empty name, a
+            repeated name, or a threshold that is not a number in (0, 1).
+
+    Example:
+
+    >>> parse_thresholds("sports:0.3, news:0.7")
+    {'sports': 0.3, 'news': 0.7}
+    >>> parse_thresholds("sports=0.3")
+    Traceback (most recent call last):
+    ...
+    sft_keras.errors.ConfigError: train.multilabel_thresholds item 'sports=0.3' is not 'label:threshold'. Use '', 'tune', or 'label:threshold,...' with each threshold in (0, 1), e.g. 'news:0.3,sports:0.7'. Received: train.multilabel_thresholds='sports=0.3'
+    """
+    import math
+
+    from sft_keras.errors import ConfigError
+
+    def bad(why):
+        return ConfigError(
+            f"{key} {why}. Use '', 'tune', or 'label:threshold,...' with each threshold in "
+            f"(0, 1), e.g. 'news:0.3,sports:0.7'. Received: {key}={spec!r}"
+        )
+
+    if not isinstance(spec, str):
+        raise bad("must be a string")
+    if spec.strip() in ("", "tune"):
+        return {}
+    thresholds = {}
+    for item in spec.split(","):
+        item = item.strip()
+        if ":" not in item:
+            raise bad(f"item {item!r} is not 'label:threshold'")
+        name, value = (x.strip() for x in item.rsplit(":", 1))
+        if not name:
+            raise bad(f"item {item!r} has no label name")
+        if name in thresholds:
+            raise bad(f"names label {name!r} twice")
+        try:
+            number = float(value)
+        except ValueError:
+            raise bad(f"gives label {name!r} the threshold {value!r}, which is not a number") from None
+        if not math.isfinite(number) or not 0.0 < number < 1.0:
+            raise bad(f"gives label {name!r} the threshold {number}, outside (0, 1)")
+        thresholds[name] = number
+    return thresholds
+
+
+def resolve_thresholds(spec, class_names, default=0.5, tuned=None):
+    """Turns `train.multilabel_thresholds` into one threshold per class, in class order.
+
+    Args:
+        spec: str. As in `parse_thresholds`; unnamed labels get `default`.
+        class_names: list of str, in class-index order.
+        default: float. `train.multilabel_threshold`.
+        tuned: dict str -> float or None. For `spec="tune"`: the tuned
+            thresholds (e.g. read from `report/thresholds.json`); None means
+            not tuned yet, so every label gets `default`.
+
+    Returns:
+        tuple of float, one per class.
+
+    Raises:
+        ConfigError: a bad spec, or a label that is not one of `class_names`
+            (the message lists the classes).
+
+    Example:
+
+    >>> resolve_thresholds("b:0.2", ["a", "b", "c"], default=0.6)
+    (0.6, 0.2, 0.6)
+    """
+    from sft_keras.errors import ConfigError
+
+    class_names = [str(c) for c in class_names]
+    if isinstance(spec, str) and spec.strip() == "tune":
+        given, key = dict(tuned or {}), "thresholds.json"
+    else:
+        given, key = parse_thresholds(spec), "train.multilabel_thresholds"
+    for name in given:
+        if name not in class_names:
+            raise ConfigError(
+                f"{key} names label {name!r}, which is not one of the classes {class_names}. "
+                f"Received: {key}={spec if key.startswith('train') else given!r}"
+            )
+    return tuple(float(given.get(name, default)) for name in class_names)
 
 
 def resolve_class_weight(spec, labels, class_names):
@@ -227,10 +426,48 @@ def get_task(name, **options):
     return dataclasses.replace(task, **options) if options else task
 
 
-def task_from_config(config):
-    """Returns the config's `Task`, with its multilabel threshold and label separator."""
+def read_tuned_thresholds(workdir):
+    """The per-label thresholds a run wrote to `<workdir>/report/thresholds.json`, or None.
+
+    Args:
+        workdir: str. A workdir written by `train_and_evaluate`.
+
+    Returns:
+        dict str -> float, or None when the file does not exist.
+    """
+    import json
+    import os
+
+    path = os.path.join(workdir, "report", "thresholds.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return {str(k): float(v) for k, v in json.load(f)["thresholds"].items()}
+
+
+def task_from_config(config, class_names=None, tuned=None):
+    """Returns the config's `Task`, with its multilabel threshold(s) and label separator.
+
+    Args:
+        config: a validated config.
+        class_names: list of str or None. When given (multilabel), the
+            per-label `train.multilabel_thresholds` are resolved against them
+            (an unknown label is a `ConfigError` listing the classes); None
+            leaves `thresholds` empty (`train.multilabel_threshold` for all).
+        tuned: dict str -> float or None. With `multilabel_thresholds="tune"`:
+            the tuned thresholds (see `resolve_thresholds`).
+    """
+    thresholds = ()
+    if config.task == "multilabel" and class_names is not None and (
+        config.train.multilabel_thresholds.strip() or tuned
+    ):
+        thresholds = resolve_thresholds(
+            config.train.multilabel_thresholds, class_names,
+            default=float(config.train.multilabel_threshold), tuned=tuned,
+        )
     return get_task(
         config.task,
         threshold=float(config.train.multilabel_threshold),
         label_separator=config.data.label_separator,
+        thresholds=thresholds,
     )

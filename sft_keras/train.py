@@ -159,9 +159,12 @@ def _complete_run(workdir, state):
     return metrics
 
 
-def _compile(model, config, optimizer):
-    """Compiles `model` for `config.task` with `optimizer` (call inside the strategy scope)."""
-    task = task_from_config(config)
+def _compile(model, config, optimizer, class_names=None):
+    """Compiles `model` for `config.task` with `optimizer` (call inside the strategy scope).
+
+    `class_names` resolve multilabel per-label thresholds for the metrics.
+    """
+    task = task_from_config(config, class_names)
     model.compile(
         optimizer=optimizer,
         loss=task.loss(config.train.label_smoothing),
@@ -210,7 +213,7 @@ def _apply_stage(model, config, stages, index):
 
 
 def _fit(model, config, workdir, strategy, train_examples, num_train, validation_ds,
-         class_weight=None):
+         class_weight=None, class_names=None):
     """Fits `model` stage by stage, resuming from `workdir/checkpoints` when a run stopped there.
 
     Returns:
@@ -256,7 +259,7 @@ def _fit(model, config, workdir, strategy, train_examples, num_train, validation
         if stages:
             with strategy.scope():
                 _apply_stage(model, config, stages, index)
-                _compile(model, config, model.optimizer)
+                _compile(model, config, model.optimizer, class_names)
             print(f"Stage {index} ({stages[index].text!r}): epochs {first + 1}-{end}, learning "
                   f"rate {float(model.optimizer.learning_rate):.3g}", flush=True)
             print(freezing.trainable_summary(model), flush=True)
@@ -341,8 +344,9 @@ def _image_inputs(config):
     def build_model(num_classes):
         return models.build_model(config, num_classes)
 
-    def export_model(model, export_base, info):
-        return export.export_model(config, model, export_base, data.class_names, info=info)
+    def export_model(model, export_base, info, task=None):
+        return export.export_model(config, model, export_base, data.class_names, info=info,
+                                   task=task)
 
     return data, train_ds, validation_ds, build_model, export_model
 
@@ -368,9 +372,9 @@ def _text_inputs(config):
     def build_model(num_classes):
         return models.build_model(config, num_classes, tokenizer)
 
-    def export_model(model, export_base, info):
+    def export_model(model, export_base, info, task=None):
         return export.export_model(config, model, export_base, data.class_names, preprocessor,
-                                   info=info)
+                                   info=info, task=task)
 
     return data, train_ds, validation_ds, build_model, export_model
 
@@ -446,13 +450,13 @@ def _run(config, workdir, strategy, overwrite=False):
     )
 
     # === Model ===
-    task = task_from_config(config)
+    task = task_from_config(config, data.class_names)
     with strategy.scope(), distribute.precision_policy(config.runtime.precision):
         model = build_model(max(len(data.class_names), 1))
         optimizer = optimizers.build_optimizer(
             config.train, model, total_steps=_total_steps(config, len(data.train))
         )
-        _compile(model, config, optimizer)
+        _compile(model, config, optimizer, data.class_names)
     distribute.prepare_for_multi_worker_fit(model, strategy)
     if not config.train.stages:
         print(freezing.trainable_summary(model), flush=True)
@@ -465,7 +469,7 @@ def _run(config, workdir, strategy, overwrite=False):
         logging.info("Class weights (train.class_weight=%r): %s", config.train.class_weight,
                      {data.class_names[i]: w for i, w in class_weight.items()})
     checkpoint = _fit(model, config, workdir, strategy, train_ds.unbatch(), len(data.train),
-                      validation_ds, class_weight=class_weight)
+                      validation_ds, class_weight=class_weight, class_names=data.class_names)
     best = checkpoint.best_path
     if config.model.lora_rank and not state:
         # Keep the pretrained base and the LoRA matrices apart (best.weights.h5
@@ -483,11 +487,16 @@ def _run(config, workdir, strategy, overwrite=False):
         model.compile(loss=task.loss(config.train.label_smoothing), metrics=task.metrics())
 
     # === Evaluate ===
+    threshold = config.train.multilabel_threshold
+    if config.task == "multilabel":
+        scope = strategy.scope() if not distribute.is_multi_worker(strategy) else None
+        task = _final_thresholds(model, config, task, validation_ds, data, workdir, scope)
+        threshold = task.label_thresholds(len(data.class_names))
     metrics = evaluate.write_report(
         model, validation_ds, data.validation, data.class_names, config.task,
         os.path.join(workdir, "report"), "validation",
         training_log=os.path.join(workdir, "training_log.csv"),
-        threshold=config.train.multilabel_threshold,
+        threshold=threshold,
     )
     evaluate.copy_summary(os.path.join(workdir, "report"), workdir)  # Top-level metrics.json etc.
     logging.info("Validation metrics: %s", metrics)
@@ -496,10 +505,41 @@ def _run(config, workdir, strategy, overwrite=False):
     if config.export.enabled and distribute.is_chief(strategy):
         info = {"backbone": config.model.backbone, "preset": config.model.preset,
                 "metrics": dict(metrics)}
-        metrics["export_path"] = export_model(model, os.path.join(workdir, "export"), info)
+        metrics["export_path"] = export_model(model, os.path.join(workdir, "export"), info,
+                                              task=task)
         logging.info("Exported SavedModel to %s", metrics["export_path"])
     _mark_complete(os.path.join(workdir, "checkpoints"))
     return metrics
+
+
+def _final_thresholds(model, config, task, validation_ds, data, workdir, scope=None):
+    """The multilabel task with its final per-label thresholds, recorded in report/thresholds.json.
+
+    With `train.multilabel_thresholds="tune"` each label's threshold is tuned
+    for F1 on the validation split (`evaluate.tune_thresholds`), logged, and
+    the model is recompiled so its metrics use them. `scope`: the strategy
+    scope to recompile in (None: none).
+    """
+    import contextlib
+
+    names = list(data.class_names)
+    spec = config.train.multilabel_thresholds.strip()
+    source = "train.multilabel_thresholds" if spec else "train.multilabel_threshold"
+    if spec == "tune":
+        probabilities = model.predict(validation_ds, verbose=0)
+        tuned = evaluate.tune_thresholds(data.validation.labels, probabilities, names,
+                                         default=float(config.train.multilabel_threshold))
+        logging.info("Per-label thresholds tuned for F1 on the validation split: %s", tuned)
+        task = task_from_config(config, names, tuned=tuned)
+        with scope or contextlib.nullcontext():
+            model.compile(loss=task.loss(config.train.label_smoothing), metrics=task.metrics())
+        source = "tuned for F1 per label on the validation split"
+    report = {"thresholds": dict(zip(names, task.label_thresholds(len(names)))), "source": source,
+              "default": float(config.train.multilabel_threshold)}
+    os.makedirs(os.path.join(workdir, "report"), exist_ok=True)
+    atomic_write_text(os.path.join(workdir, "report", "thresholds.json"),
+                      json.dumps(report, indent=2) + "\n")
+    return task
 
 
 def _mark_complete(directory):

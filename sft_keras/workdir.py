@@ -55,6 +55,7 @@ class Run:
             str. The path of the written version folder.
         """
         from sft_keras.export import export_model
+        from sft_keras.tasks import read_tuned_thresholds, task_from_config
 
         info = {"backbone": self.config.model.backbone, "preset": self.config.model.preset,
                 "workdir": os.path.abspath(self.workdir),
@@ -66,6 +67,8 @@ class Run:
         return export_model(
             self.config, self.model, export_base or os.path.join(self.workdir, "export"),
             self.class_names, self.preprocessor, info=info, version=version, overwrite=overwrite,
+            task=task_from_config(self.config, self.class_names,
+                                  tuned=read_tuned_thresholds(self.workdir)),
         )
 
 

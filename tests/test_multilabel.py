@@ -132,6 +132,7 @@ def test_multilabel_export_returns_probabilities_predicted_and_labels(trained):
     assert "positive" in labels[0] and "negative" in labels[1], labels
     info = json.load(open(os.path.join(metrics["export_path"], "assets.extra", "export_info.json")))
     assert info["task"] == "multilabel"
+    assert info["multilabel_thresholds"] == {"cinema": 0.4, "negative": 0.4, "positive": 0.4}
 
 
 def test_image_multilabel_trains_and_serves(tmp_path):
