@@ -27,7 +27,7 @@ class SaveFinalWeights(keras.callbacks.Callback):
 
 
 build = train.build_callbacks
-train.build_callbacks = lambda c, w: build(c, w) + [SaveFinalWeights()]
+train.build_callbacks = lambda *a, **k: build(*a, **k) + [SaveFinalWeights()]
 metrics = train.train_and_evaluate(validate_config(json.loads(config_json)), workdir)
 print("METRICS", json.dumps(metrics))
 """
