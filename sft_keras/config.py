@@ -88,11 +88,6 @@ def get_default_config():
     c.data.topics = ("ai", "coding", "emotion", "literature", "psychology", "trivia")
     c.data.cache = True  # Cache decoded images in memory after the first epoch.
     c.data.shuffle_buffer = 2048  # Examples in the shuffle buffer of the training data.
-    # Keep tf.data's element order fixed in the parallel training maps (decode,
-    # tokenize). False is faster with slow-to-decode files, but then the
-    # training order can differ between runs with the same seed. Validation
-    # order is always kept (reports align predictions by position).
-    c.data.deterministic = False
     c.data.augment = config_dict.ConfigDict()
     c.data.augment.flip = "none"  # One of FLIP_MODES.
     c.data.augment.rotation = 0.0  # Max rotation, as a fraction of a full turn.

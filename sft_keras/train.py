@@ -336,7 +336,6 @@ def _image_inputs(config):
         cache=config.data.cache,
         shuffle_buffer=config.data.shuffle_buffer,
         seed=config.seed,
-        deterministic=config.data.deterministic,
     )
     train_ds = data_lib.make_image_dataset(data.train, training=False, **pipeline)  # Shuffled in _fit.
     validation_ds = data_lib.make_image_dataset(data.validation, training=False, **pipeline)
@@ -364,7 +363,6 @@ def _text_inputs(config):
         cache=config.data.cache,
         shuffle_buffer=config.data.shuffle_buffer,
         seed=config.seed,
-        deterministic=config.data.deterministic,
     )
     train_ds = data_lib.make_text_dataset(data.train, training=False, **pipeline)  # Shuffled in _fit.
     validation_ds = data_lib.make_text_dataset(data.validation, training=False, **pipeline)
