@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Hide TF's C++ info lines; 
 
 from absl import app, flags, logging  # noqa: E402
 
+from sft_keras import cli  # noqa: E402
 from sft_keras.errors import ConfigError, DataError, SftError  # noqa: E402
 
 SPLITS = ("validation", "train")
@@ -230,19 +231,11 @@ def main(argv):
     print(f"Done. Metrics: {metrics}")
 
 
-def _parse_flags(argv):
-    """Parses flags; a bad flag is one error line, not a traceback."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(f"sft-eval: error: {e}\nRun with --helpfull to see every flag.")
-
-
 def run():
     """Entry point of the `sft-eval` console script."""
     _define_flags()
     flags.mark_flags_as_required(["workdir"])
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=cli.flags_parser("sft-eval"))
 
 
 if __name__ == "__main__":

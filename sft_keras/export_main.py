@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Hide TF's C++ info lines; 
 
 from absl import app, flags  # noqa: E402
 
+from sft_keras import cli  # noqa: E402
 from sft_keras.errors import SftError  # noqa: E402
 
 
@@ -60,18 +61,10 @@ def _define_flags():
     flags.mark_flags_as_required(["workdir"])
 
 
-def _parse_flags(argv):
-    """Parses flags; a bad flag is one error line, not a traceback."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(f"sft-export: error: {e}\nRun with --helpfull to see every flag.")
-
-
 def run():
     """Entry point of the `sft-export` console script."""
     _define_flags()
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=cli.flags_parser("sft-export"))
 
 
 if __name__ == "__main__":

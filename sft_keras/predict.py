@@ -273,22 +273,14 @@ def _define_flags():
     flags.mark_flags_as_required(["model", "input"])
 
 
-def _parse_flags(argv):
-    """Parses flags; a bad flag is one error line, not a traceback."""
-    from absl import flags
-
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(f"sft-predict: error: {e}\nRun with --helpfull to see every flag.")
-
-
 def run():
     """Entry point of the `sft-predict` console script."""
     from absl import app
 
     _define_flags()
-    app.run(main, flags_parser=_parse_flags)
+    from sft_keras import cli
+
+    app.run(main, flags_parser=cli.flags_parser("sft-predict"))
 
 
 if __name__ == "__main__":

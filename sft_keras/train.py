@@ -37,6 +37,7 @@ import keras  # noqa: E402
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from sft_keras import cli
 from sft_keras import config as config_lib
 from sft_keras import data as data_lib
 from sft_keras import backbones, distribute, evaluate, export, freezing, lora, models, optimizers
@@ -572,23 +573,11 @@ def main(argv):
     print(f"Done. Metrics: {metrics}")
 
 
-def _parse_flags(argv):
-    """Parses flags; a bad config file or override is one error line, not a traceback."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(f"sft-train: error: {e}\nRun with --helpfull to see every flag.")
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
-        # ml_collections raises these for unknown keys and badly typed overrides.
-        message = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
-        sys.exit(f"sft-train: error: bad --config value or override: {message}")
-
-
 def run():
     """Entry point of the `sft-train` console script."""
     _define_flags()
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=cli.flags_parser("sft-train"))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Hide TF's C++ info lines; 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_dict  # noqa: E402
 
+from sft_keras import cli  # noqa: E402
 from sft_keras.errors import ConfigError, SftError  # noqa: E402
 from sft_keras.files import atomic_write_text  # noqa: E402
 
@@ -346,22 +347,11 @@ def main(argv):
         sys.exit("sft-tune: error: every trial failed; see trials.csv.")
 
 
-def _parse_flags(argv):
-    """Parses flags; a bad config file, override or flag is one error line."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(f"sft-tune: error: {e}\nRun with --helpfull to see every flag.")
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
-        message = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
-        sys.exit(f"sft-tune: error: bad --config value or override: {message}")
-
-
 def run():
     """Entry point of the `sft-tune` console script."""
     _define_flags()
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=cli.flags_parser("sft-tune"))
 
 
 if __name__ == "__main__":
