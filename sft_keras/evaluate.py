@@ -123,7 +123,8 @@ def write_multilabel_report(model, dataset, labels, class_names, workdir, thresh
     import numpy as np
     from sklearn import metrics as sk_metrics
 
-    predicted = (model.predict(dataset, verbose=0) >= np.asarray(threshold)).astype(int)
+    probabilities = model.predict(dataset, verbose=0)[: len(labels)]  # Drop batch padding.
+    predicted = (probabilities >= np.asarray(threshold)).astype(int)
     y_true = np.asarray(labels).astype(int)
     kwargs = dict(y_true=y_true, y_pred=predicted, target_names=[str(c) for c in class_names],
                   zero_division=0, digits=4)
@@ -379,7 +380,7 @@ def write_report(model, dataset, examples, class_names, task, report_dir, split=
         write_metrics(metrics, report_dir)
         _write_training_curves(training_log, report_dir)
         return metrics
-    outputs = model.predict(dataset, verbose=0)
+    outputs = model.predict(dataset, verbose=0)[: len(examples)]  # Drop batch padding.
     if len(outputs) != len(examples):
         raise ValueError(f"The model gave {len(outputs)} outputs for {len(examples)} examples.")
     metrics.update(summary_metrics(examples.labels, outputs, task, len(class_names)))

@@ -471,3 +471,52 @@ def task_from_config(config, class_names=None, tuned=None):
         label_separator=config.data.label_separator,
         thresholds=thresholds,
     )
+
+
+def compile_for_task(model, config, class_names=None, optimizer=None, tuned=None,
+                     weighted=False):
+    """Compiles `model` for `config.task`: the one place a model gets its loss and metrics.
+
+    Training, `sft-eval` and `load_run` all compile through here, so the
+    loss they report is the training loss (`train.label_smoothing`
+    included) and the multilabel metrics use the run's thresholds.
+
+    Args:
+        model: a `keras.Model`. Call inside the strategy scope it trains in.
+        config: a validated config.
+        class_names: list of str or None. Resolves multilabel per-label
+            thresholds (see `task_from_config`).
+        optimizer: a Keras optimizer, or None to evaluate only.
+        tuned: dict str -> float or None. Tuned multilabel thresholds
+            (`report/thresholds.json`).
+        weighted: bool. Compile the metrics as `weighted_metrics`, so they
+            honour sample weights: evaluation batches padded with
+            zero-weight examples (multi-replica strategies) count only the
+            real ones.
+
+    Returns:
+        The `Task` the model was compiled for.
+
+    Example:
+
+    >>> from sft_keras.config import get_default_config
+    >>> config = get_default_config()
+    >>> config.train.label_smoothing = 0.1
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, "softmax")])
+    >>> compile_for_task(model, config, ["a", "b", "c"]).name
+    'classification'
+    >>> type(model.loss).__name__, model.loss.label_smoothing
+    ('SparseCategoricalCrossentropyWithSmoothing', 0.1)
+    """
+    from sft_keras.distribute import jit_compile_arg
+
+    task = task_from_config(config, class_names, tuned=tuned)
+    metrics = task.metrics()
+    model.compile(
+        optimizer=optimizer,
+        loss=task.loss(config.train.label_smoothing),
+        metrics=None if weighted else metrics,
+        weighted_metrics=metrics if weighted else None,
+        jit_compile=jit_compile_arg(config.runtime),
+    )
+    return task

@@ -26,7 +26,6 @@ The workdir receives:
 """
 
 import json
-import math
 import os
 import shutil
 import sys
@@ -48,10 +47,11 @@ from sft_keras.callbacks import (
     finish_commit,
     read_state,
 )
-from sft_keras.data.pipeline import epoch_shuffled_batches
+from sft_keras import patches
+from sft_keras.data.pipeline import epoch_shuffled_batches, pad_to_full_batches, steps_per_epoch
 from sft_keras.errors import ConfigError, SftError, TrainingError
 from sft_keras.files import atomic_write_text, existing_versions
-from sft_keras.tasks import get_task, resolve_class_weight, task_from_config
+from sft_keras.tasks import compile_for_task, get_task, resolve_class_weight, task_from_config
 
 
 def build_callbacks(config, workdir, state=None):
@@ -160,20 +160,6 @@ def _complete_run(workdir, state):
     return metrics
 
 
-def _compile(model, config, optimizer, class_names=None):
-    """Compiles `model` for `config.task` with `optimizer` (call inside the strategy scope).
-
-    `class_names` resolve multilabel per-label thresholds for the metrics.
-    """
-    task = task_from_config(config, class_names)
-    model.compile(
-        optimizer=optimizer,
-        loss=task.loss(config.train.label_smoothing),
-        metrics=task.metrics(),
-        jit_compile=distribute.jit_compile_arg(config.runtime),
-    )
-
-
 def _set_learning_rate(optimizer, value, stage):
     try:
         optimizer.learning_rate = value
@@ -251,7 +237,8 @@ def _fit(model, config, workdir, strategy, train_examples, num_train, validation
     _keep_log_rows(os.path.join(workdir, "training_log.csv"), start)
 
     epochs = config.train.epochs
-    steps = max(1, math.ceil(num_train / config.train.batch_size))
+    replicas = strategy.num_replicas_in_sync
+    steps = steps_per_epoch(num_train, config.train.batch_size, replicas)
     bounds = [s.epoch for s in stages] + [epochs] if stages else [0, epochs]
     for index in range(len(bounds) - 1):
         first, end = max(bounds[index], start), min(bounds[index + 1], epochs)
@@ -260,7 +247,8 @@ def _fit(model, config, workdir, strategy, train_examples, num_train, validation
         if stages:
             with strategy.scope():
                 _apply_stage(model, config, stages, index)
-                _compile(model, config, model.optimizer, class_names)
+                compile_for_task(model, config, class_names, model.optimizer,
+                                 weighted=strategy.num_replicas_in_sync > 1)
             print(f"Stage {index} ({stages[index].text!r}): epochs {first + 1}-{end}, learning "
                   f"rate {float(model.optimizer.learning_rate):.3g}", flush=True)
             print(freezing.trainable_summary(model), flush=True)
@@ -272,7 +260,7 @@ def _fit(model, config, workdir, strategy, train_examples, num_train, validation
                 break  # The run stopped early before it was killed.
         train_ds = epoch_shuffled_batches(
             train_examples, config.train.batch_size, first, end, seed=config.seed,
-            shuffle_buffer=config.data.shuffle_buffer,
+            shuffle_buffer=config.data.shuffle_buffer, drop_remainder=replicas > 1,
         )
         model.fit(
             train_ds,
@@ -378,9 +366,10 @@ def _text_inputs(config):
     return data, train_ds, validation_ds, build_model, export_model
 
 
-def _total_steps(config, num_train_examples):
+def _total_steps(config, num_train_examples, num_replicas=1):
     """Optimizer steps in the whole run, for learning-rate schedules."""
-    return -(-num_train_examples // config.train.batch_size) * config.train.epochs
+    return steps_per_epoch(num_train_examples, config.train.batch_size,
+                           num_replicas) * config.train.epochs
 
 
 def train_and_evaluate(config, workdir, overwrite=False):
@@ -442,6 +431,11 @@ def _run(config, workdir, strategy, overwrite=False):
     # === Data (read and checked before any model is built) ===
     inputs = _image_inputs if modality == "image" else _text_inputs
     data, train_ds, validation_ds, build_model, export_model = inputs(config)
+    padded = strategy.num_replicas_in_sync > 1
+    if padded:
+        # Full batches with zero-weight padding: no replica gets an empty batch.
+        validation_ds = pad_to_full_batches(validation_ds, len(data.validation),
+                                            config.train.batch_size)
     atomic_write_text(os.path.join(workdir, "labels.txt"), "".join(f"{c}\n" for c in data.class_names))
     logging.info(
         "Data: %d training and %d validation examples, classes: %s",
@@ -453,9 +447,12 @@ def _run(config, workdir, strategy, overwrite=False):
     with strategy.scope(), distribute.precision_policy(config.runtime.precision):
         model = build_model(max(len(data.class_names), 1))
         optimizer = optimizers.build_optimizer(
-            config.train, model, total_steps=_total_steps(config, len(data.train))
+            config.train, model,
+            total_steps=_total_steps(config, len(data.train), strategy.num_replicas_in_sync),
         )
-        _compile(model, config, optimizer, data.class_names)
+        compile_for_task(model, config, data.class_names, optimizer, weighted=padded)
+    if padded:
+        patches.weighted_test_step(model)  # val_loss ignores the zero-weight padding.
     distribute.prepare_for_multi_worker_fit(model, strategy)
     if not config.train.stages:
         print(freezing.trainable_summary(model), flush=True)
@@ -483,13 +480,14 @@ def _run(config, workdir, strategy, overwrite=False):
         with distribute.precision_policy(config.runtime.precision):
             model = build_model(max(len(data.class_names), 1))
         model.set_weights(trained.get_weights())
-        model.compile(loss=task.loss(config.train.label_smoothing), metrics=task.metrics())
+        compile_for_task(model, config, data.class_names, weighted=padded)
+        patches.weighted_test_step(model)
 
     # === Evaluate ===
     threshold = config.train.multilabel_threshold
     if config.task == "multilabel":
         scope = strategy.scope() if not distribute.is_multi_worker(strategy) else None
-        task = _final_thresholds(model, config, task, validation_ds, data, workdir, scope)
+        task = _final_thresholds(model, config, task, validation_ds, data, workdir, scope, padded)
         threshold = task.label_thresholds(len(data.class_names))
     metrics = evaluate.write_report(
         model, validation_ds, data.validation, data.class_names, config.task,
@@ -511,7 +509,8 @@ def _run(config, workdir, strategy, overwrite=False):
     return metrics
 
 
-def _final_thresholds(model, config, task, validation_ds, data, workdir, scope=None):
+def _final_thresholds(model, config, task, validation_ds, data, workdir, scope=None,
+                      padded=False):
     """The multilabel task with its final per-label thresholds, recorded in report/thresholds.json.
 
     With `train.multilabel_thresholds="tune"` each label's threshold is tuned
@@ -525,13 +524,12 @@ def _final_thresholds(model, config, task, validation_ds, data, workdir, scope=N
     spec = config.train.multilabel_thresholds.strip()
     source = "train.multilabel_thresholds" if spec else "train.multilabel_threshold"
     if spec == "tune":
-        probabilities = model.predict(validation_ds, verbose=0)
+        probabilities = model.predict(validation_ds, verbose=0)[: len(data.validation)]
         tuned = evaluate.tune_thresholds(data.validation.labels, probabilities, names,
                                          default=float(config.train.multilabel_threshold))
         logging.info("Per-label thresholds tuned for F1 on the validation split: %s", tuned)
-        task = task_from_config(config, names, tuned=tuned)
         with scope or contextlib.nullcontext():
-            model.compile(loss=task.loss(config.train.label_smoothing), metrics=task.metrics())
+            task = compile_for_task(model, config, names, tuned=tuned, weighted=padded)
         source = "tuned for F1 per label on the validation split"
     report = {"thresholds": dict(zip(names, task.label_thresholds(len(names)))), "source": source,
               "default": float(config.train.multilabel_threshold)}

@@ -58,3 +58,56 @@ def test_mirrored_fit_reduces_gradients_across_replicas(width):
         model.compile(keras.optimizers.Adam(0.05), "binary_crossentropy")
     history = model.fit(x, y, batch_size=16, epochs=5, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_mirrored_evaluation_of_8k_plus_1_examples_equals_single_device():
+    """17 examples, batch 8, 2 replicas: the last batch holds one example, so unpadded one
+    replica would get an empty batch (BatchNorm fails on it). Padded with zero-weight
+    examples, evaluate and predict count every example exactly once."""
+    from sft_keras import patches
+    from sft_keras.data import ImageExamples, make_image_dataset
+    from sft_keras.data.pipeline import pad_to_full_batches
+    from sft_keras.models import build_image_model
+    from sft_keras.tasks import get_task
+
+    rng = np.random.RandomState(0)
+    examples = ImageExamples(rng.randint(0, 255, (17, 32, 32, 3)).astype(np.float32),
+                             rng.randint(0, 3, 17).astype(np.int32), ["a", "b", "c"])
+    dataset = make_image_dataset(examples, (32, 32), batch_size=8)
+    config = get_default_config()
+    config.model.backbone = "small_cnn"
+    config.model.freeze.batchnorm = False
+    task = get_task("classification")
+
+    keras.utils.set_random_seed(0)
+    single = build_image_model(config, 3)
+    single.compile(loss=task.loss(), metrics=task.metrics())
+    expected = single.evaluate(dataset, return_dict=True, verbose=0)
+    expected_outputs = single.predict(dataset, verbose=0)
+
+    strategy = get_strategy(_runtime("mirrored"))
+    with strategy.scope():
+        mirrored = build_image_model(config, 3)
+        mirrored.set_weights(single.get_weights())
+        mirrored.compile(loss=task.loss(), weighted_metrics=task.metrics())
+    patches.weighted_test_step(mirrored)
+    padded = pad_to_full_batches(dataset, 17, 8)
+    got = mirrored.evaluate(padded, return_dict=True, verbose=0)
+    outputs = mirrored.predict(padded, verbose=0)
+
+    assert outputs.shape == (24, 3)
+    np.testing.assert_allclose(outputs[:17], expected_outputs, atol=1e-5)
+    assert got["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-6)
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+
+
+def test_mirrored_training_drops_the_short_last_batch():
+    from sft_keras.data.pipeline import epoch_shuffled_batches, steps_per_epoch
+    from sft_keras.errors import DataError
+
+    batches = list(epoch_shuffled_batches(tf.data.Dataset.range(9), 4, 0, 2, drop_remainder=True))
+    assert [len(b) for b in batches] == [4, 4, 4, 4]
+    assert steps_per_epoch(9, 4, num_replicas=2) == 2
+    assert steps_per_epoch(9, 4) == 3
+    with pytest.raises(DataError, match="3 training examples do not fill one batch"):
+        steps_per_epoch(3, 4, num_replicas=2)

@@ -143,7 +143,7 @@ def make_text_dataset(examples, preprocessor, batch_size, task="classification",
 
 
 def epoch_shuffled_batches(examples_ds, batch_size, first_epoch, last_epoch, seed=0,
-                           shuffle_buffer=2048):
+                           shuffle_buffer=2048, drop_remainder=False):
     """Returns one stream of the training batches of epochs `first_epoch..last_epoch-1`.
 
     Epoch `e` is `examples_ds` shuffled with seed `seed + e`, then batched,
@@ -160,6 +160,9 @@ def epoch_shuffled_batches(examples_ds, batch_size, first_epoch, last_epoch, see
         last_epoch: int. One past the last epoch.
         seed: int. Base shuffle seed.
         shuffle_buffer: int. Shuffle buffer size.
+        drop_remainder: bool. Drop each epoch's last, partial batch (what a
+            multi-replica strategy needs: a short batch can leave a replica
+            with no example); then `steps_per_epoch=n // batch_size`.
 
     Example:
 
@@ -173,7 +176,7 @@ def epoch_shuffled_batches(examples_ds, batch_size, first_epoch, last_epoch, see
     def one_epoch(epoch):  # A Python int seed: tf.data rejects some tensor seeds.
         shuffled = examples_ds.shuffle(shuffle_buffer, seed=seed + epoch,
                                        reshuffle_each_iteration=False)
-        return shuffled.batch(batch_size)
+        return shuffled.batch(batch_size, drop_remainder=drop_remainder)
 
     stream = one_epoch(first_epoch)
     for epoch in range(first_epoch + 1, last_epoch):
@@ -181,3 +184,73 @@ def epoch_shuffled_batches(examples_ds, batch_size, first_epoch, last_epoch, see
     options = tf.data.Options()  # As in _finish: in-memory examples shard by element.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return stream.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def steps_per_epoch(num_examples, batch_size, num_replicas=1):
+    """Training steps in one epoch: every batch, or only the full ones with several replicas.
+
+    With more than one replica the last, partial batch is dropped
+    (`epoch_shuffled_batches(drop_remainder=True)`): tf.distribute splits a
+    short batch into per-replica pieces in order, so it can leave a replica
+    with an empty batch, which BatchNormalization and the loss reject.
+
+    Args:
+        num_examples: int. Training examples.
+        batch_size: int. Global batch size.
+        num_replicas: int. `strategy.num_replicas_in_sync`.
+
+    Raises:
+        DataError: several replicas and fewer examples than one batch.
+
+    Example:
+
+    >>> steps_per_epoch(27, 8), steps_per_epoch(27, 8, num_replicas=2)
+    (4, 3)
+    """
+    from sft_keras.errors import DataError
+
+    if num_replicas <= 1:
+        return max(1, -(-num_examples // batch_size))
+    if num_examples < batch_size:
+        raise DataError(
+            f"{num_examples} training examples do not fill one batch of train.batch_size="
+            f"{batch_size} on {num_replicas} replicas (each step needs a full batch, so that "
+            f"every replica gets examples). Lower train.batch_size or use more data."
+        )
+    return num_examples // batch_size
+
+
+def pad_to_full_batches(dataset, num_examples, batch_size):
+    """Pads a batched `(inputs, labels)` dataset to full batches of `(inputs, labels, weights)`.
+
+    Every real example gets sample weight 1; the last batch is filled up to
+    `batch_size` with copies of the first example with weight 0. Under a
+    multi-replica strategy every replica then gets a non-empty batch, and
+    `model.evaluate` counts every real example exactly once and no padding,
+    given metrics compiled as `weighted_metrics` (Keras ignores sample
+    weights in plain `metrics`) and `sft_keras.patches.weighted_test_step`
+    for the loss. `model.predict` returns
+    `ceil(n / batch_size) * batch_size` rows: keep the first `num_examples`.
+
+    Args:
+        dataset: a batched `tf.data.Dataset` of `(inputs, labels)`, unshuffled.
+        num_examples: int. Examples in `dataset`.
+        batch_size: int. Global batch size.
+
+    Example:
+
+    >>> ds = tf.data.Dataset.from_tensor_slices(([1., 2., 3.], [0, 1, 0])).batch(2)
+    >>> [w.numpy().tolist() for _, _, w in pad_to_full_batches(ds, 3, 2)]
+    [[1.0, 1.0], [1.0, 0.0]]
+    """
+    missing = -num_examples % batch_size
+    examples = dataset.unbatch().map(lambda x, y: (x, y, tf.constant(1.0, tf.float32)))
+    if missing:
+        padding = examples.take(1).map(lambda x, y, w: (x, y, tf.zeros_like(w))).repeat(missing)
+        examples = examples.concatenate(padding)
+    padded = examples.batch(batch_size).apply(
+        tf.data.experimental.assert_cardinality((num_examples + missing) // batch_size))
+    padded = padded.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return padded.with_options(options)
