@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from sft_keras import lora, optimizers
+from sft_keras.models import lora
+from sft_keras.training import optimizers
 from sft_keras.backbones import build_text_backbone, load_text_tokenizer, make_preprocessor
 from sft_keras.config import validate_config
 from sft_keras.data import load_text_data, make_text_dataset

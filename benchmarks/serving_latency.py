@@ -31,7 +31,7 @@ import tensorflow as tf  # noqa: E402
 from sft_keras.backbones import load_text_tokenizer, make_preprocessor  # noqa: E402
 from sft_keras.backbones.text import save_tiny_bert_preset  # noqa: E402
 from sft_keras.config import validate_config  # noqa: E402
-from sft_keras.export import export_text_model  # noqa: E402
+from sft_keras.serving.export import export_text_model  # noqa: E402
 from sft_keras.models import build_model  # noqa: E402
 
 TEXTS = [

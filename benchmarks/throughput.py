@@ -48,7 +48,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from sft_keras import backbones, distribute, optimizers, train  # noqa: E402
+from sft_keras import backbones  # noqa: E402
+from sft_keras.training import distribute
+from sft_keras.training import optimizers
+from sft_keras.training import loop as train
 from sft_keras import config as config_lib  # noqa: E402
 from sft_keras.tasks import get_task  # noqa: E402
 

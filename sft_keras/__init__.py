@@ -6,10 +6,10 @@ evaluate -> export. Each step is one public function:
 - `get_default_config()` / `validate_config()`  (sft_keras.config)
 - `load_image_data()`, `make_image_dataset()`   (sft_keras.data)
 - `build_image_model()`                          (sft_keras.models)
-- `set_trainable()`, `trainable_summary()`       (sft_keras.freezing)
-- `train_and_evaluate()`                         (sft_keras.train)
-- `export_image_model()`                         (sft_keras.export)
-- `load_run()`: a finished run from its workdir  (sft_keras.workdir)
+- `set_trainable()`, `trainable_summary()`       (sft_keras.models.freezing)
+- `train_and_evaluate()`                         (sft_keras.training.loop)
+- `export_image_model()`                         (sft_keras.serving.export)
+- `load_run()`: a finished run from its workdir  (sft_keras.run)
 
 Text (keras-hub BERT encoders), serving and recipes:
 
@@ -17,13 +17,13 @@ Text (keras-hub BERT encoders), serving and recipes:
   `make_preprocessor()`                          (sft_keras.backbones)
 - `load_text_data()`, `make_text_dataset()`      (sft_keras.data)
 - `build_text_model()`                           (sft_keras.models)
-- `enable_lora()`, `merge_lora()`                (sft_keras.lora)
-- `export_text_model()`                          (sft_keras.export)
-- `CoreBertTokenizer`: WordPiece in core TF ops  (sft_keras.core_tokenizer)
-- `write_report()`                               (sft_keras.evaluate)
-- `build_optimizer()`                            (sft_keras.optimizers)
-- `get_strategy()`                               (sft_keras.distribute)
-- `parse_stages()`: staged unfreezing            (sft_keras.freezing)
+- `enable_lora()`, `merge_lora()`                (sft_keras.models.lora)
+- `export_text_model()`                          (sft_keras.serving.export)
+- `CoreBertTokenizer`: WordPiece in core TF ops  (sft_keras.serving.core_tokenizer)
+- `write_report()`                               (sft_keras.evaluation.report)
+- `build_optimizer()`                            (sft_keras.training.optimizers)
+- `get_strategy()`                               (sft_keras.training.distribute)
+- `parse_stages()`: staged unfreezing            (sft_keras.models.freezing)
 - `run_tune()`: a grid of trials                 (sft_keras.tune)
 """
 
@@ -40,11 +40,11 @@ def __getattr__(name):
         "make_image_dataset": "sft_keras.data",
         "build_image_model": "sft_keras.models",
         "build_image_backbone": "sft_keras.backbones",
-        "set_trainable": "sft_keras.freezing",
-        "trainable_summary": "sft_keras.freezing",
-        "train_and_evaluate": "sft_keras.train",
-        "export_image_model": "sft_keras.export",
-        "load_run": "sft_keras.workdir",
+        "set_trainable": "sft_keras.models.freezing",
+        "trainable_summary": "sft_keras.models.freezing",
+        "train_and_evaluate": "sft_keras.training",
+        "export_image_model": "sft_keras.serving.export",
+        "load_run": "sft_keras.run",
         # Text, serving and recipes.
         "save_tiny_bert_preset": "sft_keras.backbones",
         "build_text_backbone": "sft_keras.backbones",
@@ -53,14 +53,14 @@ def __getattr__(name):
         "load_text_data": "sft_keras.data",
         "make_text_dataset": "sft_keras.data",
         "build_text_model": "sft_keras.models",
-        "enable_lora": "sft_keras.lora",
-        "merge_lora": "sft_keras.lora",
-        "export_text_model": "sft_keras.export",
-        "CoreBertTokenizer": "sft_keras.core_tokenizer",
-        "write_report": "sft_keras.evaluate",
-        "build_optimizer": "sft_keras.optimizers",
-        "get_strategy": "sft_keras.distribute",
-        "parse_stages": "sft_keras.freezing",
+        "enable_lora": "sft_keras.models.lora",
+        "merge_lora": "sft_keras.models.lora",
+        "export_text_model": "sft_keras.serving.export",
+        "CoreBertTokenizer": "sft_keras.serving.core_tokenizer",
+        "write_report": "sft_keras.evaluation.report",
+        "build_optimizer": "sft_keras.training.optimizers",
+        "get_strategy": "sft_keras.training.distribute",
+        "parse_stages": "sft_keras.models.freezing",
         "run_tune": "sft_keras.tune",
     }
     if name in lazy:

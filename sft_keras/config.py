@@ -187,7 +187,7 @@ def get_default_config():
     # ('0:backbone', '2:until=-4,lr=0.1', '4:all,lr=0.01'): head only, then the
     # last 4 backbone layers at 0.1 x learning_rate, then everything at 0.01 x.
     # Items: backbone | all | until=N | freeze=REGEX | lr=FACTOR (see
-    # sft_keras.freezing.parse_stages). Empty: model.freeze for every epoch.
+    # sft_keras.models.freezing.parse_stages). Empty: model.freeze for every epoch.
     # When set, it replaces model.freeze.until/patterns/backbone (batchnorm stays).
     # Rerunning sft-train on the same workdir resumes after the last finished
     # epoch (weights, optimizer state, stage); --overwrite starts afresh.
@@ -231,7 +231,7 @@ def validate_config(config, check_files=True):
         check_files: bool, default True. Check that `data.path`,
             `data.validation_path` and `model.weights` exist. False when
             rebuilding a finished run, whose data may have moved
-            (`sft_keras.workdir.load_run`).
+            (`sft_keras.run.load_run`).
 
     Returns:
         A locked `ConfigDict` with every key of `get_default_config()`.
@@ -308,7 +308,9 @@ def _is_number(text):
 
 
 def _check_values(c, check_files=True):
-    from sft_keras import backbones, distribute, optimizers  # Registries.
+    from sft_keras import backbones  # Registries.
+    from sft_keras.training import distribute
+    from sft_keras.training import optimizers
 
     _one_of("task", c.task, TASKS)
     if isinstance(c.seed, bool) or not isinstance(c.seed, int):
@@ -475,7 +477,7 @@ def _check_values(c, check_files=True):
     from sft_keras.tasks import get_task
 
     _one_of("train.monitor", t.monitor, get_task(c.task).monitors)
-    from sft_keras.freezing import parse_stages
+    from sft_keras.models.freezing import parse_stages
 
     parse_stages(t.stages)  # Raises a ConfigError naming the stage and the format.
 

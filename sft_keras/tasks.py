@@ -508,7 +508,7 @@ def compile_for_task(model, config, class_names=None, optimizer=None, tuned=None
     >>> type(model.loss).__name__, model.loss.label_smoothing
     ('SparseCategoricalCrossentropyWithSmoothing', 0.1)
     """
-    from sft_keras.distribute import jit_compile_arg
+    from sft_keras.training.distribute import jit_compile_arg
 
     task = task_from_config(config, class_names, tuned=tuned)
     metrics = task.metrics()

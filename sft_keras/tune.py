@@ -28,15 +28,13 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Hide TF's C++ info lines; keep warnings.
 
-from absl import app, flags, logging  # noqa: E402
+from absl import logging  # noqa: E402
 from ml_collections import config_dict  # noqa: E402
 
-from sft_keras import cli  # noqa: E402
 from sft_keras.errors import ConfigError, SftError  # noqa: E402
 from sft_keras.files import atomic_write_text  # noqa: E402
 
@@ -251,7 +249,7 @@ def run_tune(config, workdir, grids, metric=None):
     import keras
 
     from sft_keras import config as config_lib
-    from sft_keras.train import train_and_evaluate
+    from sft_keras.training import train_and_evaluate
 
     if not grids:
         raise ConfigError("Pass at least one --grid=key=value1,value2.")
@@ -315,44 +313,3 @@ def run_tune(config, workdir, grids, metric=None):
         print(f"=== {record['trial']}: {record['status']}, {metric_name}={record['metric']}; "
               f"best so far: {best and best['trial']}", flush=True)
     return records
-
-
-def _define_flags():
-    # Defined when the command runs, not at import: absl flags are global.
-    # Importing sft_keras.train (as run_tune does) defines --config and --workdir.
-    from ml_collections import config_flags
-
-    from sft_keras import train  # noqa: F401
-
-    if "config" not in flags.FLAGS:
-        config_flags.DEFINE_config_file("config", None, "Path of a config file (configs/*.py).")
-    if "workdir" not in flags.FLAGS:
-        flags.DEFINE_string("workdir", None, "Folder for the trials and the leaderboard.")
-    flags.DEFINE_multi_string("grid", [], 'A config key and its values: "train.learning_rate=1e-4,1e-3".')
-    flags.DEFINE_string("metric", None, "Ranking metric (default: train.monitor), e.g. val_accuracy.")
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    f = flags.FLAGS
-    try:
-        records = run_tune(f.config, f.workdir, f.grid, f.metric)
-    except SftError as e:
-        sys.exit(f"sft-tune: error: {e}")
-    done = sum(r["status"] == "done" for r in records)
-    print(f"Done: {done} of {len(records)} trials finished. "
-          f"Leaderboard: {os.path.join(f.workdir, 'trials.csv')}")
-    if not done:
-        sys.exit("sft-tune: error: every trial failed; see trials.csv.")
-
-
-def run():
-    """Entry point of the `sft-tune` console script."""
-    _define_flags()
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main, flags_parser=cli.flags_parser("sft-tune"))
-
-
-if __name__ == "__main__":
-    run()

@@ -9,11 +9,11 @@ import keras
 import numpy as np
 import pytest
 
-from sft_keras.callbacks import AtomicCheckpoint
+from sft_keras.training.callbacks import AtomicCheckpoint
 from sft_keras.config import validate_config
 from sft_keras.errors import ConfigError, TrainingError
 from sft_keras.tasks import get_task
-from sft_keras.train import train_and_evaluate
+from sft_keras.training import train_and_evaluate
 
 from conftest import write_image_folder
 

@@ -238,7 +238,7 @@ def test_digits_runlocal_is_one_epoch():
 def _run_train(tmp_path, *overrides):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CI="1")
     args = [
-        sys.executable, "-m", "sft_keras.train",
+        sys.executable, "-m", "sft_keras.cli.train",
         "--config=configs/digits.py",
         f"--workdir={tmp_path / 'workdir'}",
         *overrides,

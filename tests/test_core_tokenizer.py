@@ -1,4 +1,4 @@
-"""`sft_keras.core_tokenizer`: core-TF BERT tokenization equals keras-hub's.
+"""`sft_keras.serving.core_tokenizer`: core-TF BERT tokenization equals keras-hub's.
 
 The reference is keras-hub's TensorFlow path (what `tf.data` and `tf.function`
 run, hence what models are trained on), called through a `tf.function`; the
@@ -19,7 +19,7 @@ import tensorflow as tf
 import keras_hub
 from keras_hub.src.tokenizers.word_piece_tokenizer import pretokenize as keras_hub_pretokenize
 
-from sft_keras.core_tokenizer import CoreBertTokenizer, pack_input_pairs, pack_inputs
+from sft_keras.serving.core_tokenizer import CoreBertTokenizer, pack_input_pairs, pack_inputs
 
 UNCASED = dict(lowercase=True, strip_accents=True)
 CASED = dict(lowercase=False, strip_accents=False)

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from sft_keras.config import get_default_config
-from sft_keras.distribute import get_strategy
+from sft_keras.training.distribute import get_strategy
 from sft_keras.errors import ConfigError
 
 

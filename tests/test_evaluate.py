@@ -8,10 +8,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from sft_keras import plots
+from sft_keras.evaluation import plots
 from sft_keras.config import validate_config
-from sft_keras.evaluate import summary_metrics
-from sft_keras.train import train_and_evaluate
+from sft_keras.evaluation.report import summary_metrics
+from sft_keras.training import train_and_evaluate
 
 from conftest import write_image_folder
 
@@ -125,7 +125,7 @@ def test_misclassified_lists_the_worst_wrong_predictions(image_run):
 
 def test_worst_examples_for_text_and_regression(tmp_path):
     from sft_keras.data import TextExamples
-    from sft_keras.evaluate import worst_examples
+    from sft_keras.evaluation.report import worst_examples
 
     examples = TextExamples(np.array(["fine", "awful", "great", "meh"], object),
                             np.array([1, 0, 1, 0], np.int32), ["neg", "pos"])
@@ -146,7 +146,7 @@ def test_worst_examples_for_text_and_regression(tmp_path):
 
 
 def test_eval_rebuilds_the_run_and_reproduces_its_validation_metrics(image_run):
-    from sft_keras.eval_main import evaluate_workdir
+    from sft_keras.evaluation.eval_run import evaluate_workdir
 
     workdir, _, metrics = image_run
     before = json.load(open(os.path.join(workdir, "report", "metrics.json")))
@@ -164,7 +164,7 @@ def test_eval_cli_scores_new_data_into_its_own_report(image_run, tmp_path):
     workdir, _, _ = image_run
     new = write_image_folder(str(tmp_path / "holdout"), class_names=("vertical", "diagonal"),
                              per_class=3)
-    result = run_cli(["python", "-m", "sft_keras.eval_main", f"--workdir={workdir}",
+    result = run_cli(["python", "-m", "sft_keras.cli.eval", f"--workdir={workdir}",
                       f"--data={new}", "--checkpoint=last"])
     assert result.returncode == 0, result.stderr[-3000:]
     report = os.path.join(workdir, "report_holdout")
@@ -175,7 +175,7 @@ def test_eval_cli_scores_new_data_into_its_own_report(image_run, tmp_path):
     assert class_report["vertical"]["support"] == 3
     _assert_png(os.path.join(report, "confusion_matrix.png"))
 
-    missing = run_cli(["python", "-m", "sft_keras.eval_main", f"--workdir={tmp_path / 'nope'}"])
+    missing = run_cli(["python", "-m", "sft_keras.cli.eval", f"--workdir={tmp_path / 'nope'}"])
     assert missing.returncode != 0
     assert missing.stderr.strip().splitlines()[-1].startswith("sft-eval: error: ")
     assert "config.json not found" in missing.stderr
@@ -183,7 +183,7 @@ def test_eval_cli_scores_new_data_into_its_own_report(image_run, tmp_path):
 
 def test_eval_unknown_label_names_file_line_and_label(image_run, tmp_path):
     from sft_keras.errors import DataError
-    from sft_keras.eval_main import evaluate_workdir
+    from sft_keras.evaluation.eval_run import evaluate_workdir
 
     workdir, images, _ = image_run
     manifest = tmp_path / "test.csv"
@@ -198,7 +198,7 @@ def test_regression_report_with_in_memory_images(tmp_path):
     import tensorflow as tf
 
     from sft_keras.data import ImageExamples
-    from sft_keras.evaluate import write_report
+    from sft_keras.evaluation.report import write_report
 
     rng = np.random.RandomState(0)
     images = rng.randint(0, 255, (10, 8, 8, 3)).astype(np.uint8)
@@ -230,7 +230,7 @@ def test_regression_report_with_in_memory_images(tmp_path):
 @pytest.mark.slow  # 95 s measured on 2 cores shared by 4 test runs: a BERT run, then its rebuild.
 def test_eval_on_a_text_run_with_new_data(tmp_path):
     from sft_keras.backbones import text as text_backbones
-    from sft_keras.eval_main import evaluate_workdir
+    from sft_keras.evaluation.eval_run import evaluate_workdir
 
     from test_text_train import VOCAB, write_sentiment_csv
 
@@ -262,7 +262,7 @@ def test_eval_labels_that_do_not_fit_the_run_are_clear_errors(image_run, tmp_pat
     import shutil
 
     from sft_keras.errors import ConfigError, DataError
-    from sft_keras.eval_main import evaluate_workdir
+    from sft_keras.evaluation.eval_run import evaluate_workdir
 
     workdir, _, _ = image_run
     edited = str(tmp_path / "edited")

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from sft_keras.config import get_default_config
 from sft_keras.errors import ExportError
-from sft_keras.export import export_image_model
+from sft_keras.serving.export import export_image_model
 from sft_keras.models import build_image_model
 
 from conftest import make_pattern_image

@@ -7,13 +7,13 @@ import pytest
 import tensorflow as tf
 
 from sft_keras.errors import ExportError
-from sft_keras.workdir import load_run
+from sft_keras.run import load_run
 
 from conftest import run_cli
 
 
 def _export(*args):
-    return run_cli(["python", "-m", "sft_keras.export_main", *args])
+    return run_cli(["python", "-m", "sft_keras.cli.export", *args])
 
 
 def test_sft_export_writes_a_version_and_refuses_to_overwrite(tiny_image_run, tmp_path):

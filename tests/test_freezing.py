@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from sft_keras import freezing
+from sft_keras.models import freezing
 from sft_keras.backbones import build_image_backbone
 from sft_keras.errors import ConfigError
 

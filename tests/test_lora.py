@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sft_keras import lora
+from sft_keras.models import lora
 from sft_keras.backbones import text as text_backbones
 from sft_keras.config import validate_config
 from sft_keras.data import make_text_dataset, read_text_table
 from sft_keras.errors import ConfigError, WeightsError
-from sft_keras.export import export_text_model
+from sft_keras.serving.export import export_text_model
 from sft_keras.models import build_text_model
-from sft_keras.train import train_and_evaluate
+from sft_keras.training import train_and_evaluate
 
 from test_text_train import VOCAB, write_sentiment_csv
 

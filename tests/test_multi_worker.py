@@ -15,7 +15,7 @@ from conftest import REPO_ROOT, write_image_folder
 WORKER_SCRIPT = """
 import json, sys
 import keras, numpy as np
-from sft_keras import train
+from sft_keras.training import loop as train
 from sft_keras.config import validate_config
 
 config_json, workdir, weights_path = sys.argv[1:4]

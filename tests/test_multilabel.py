@@ -12,7 +12,7 @@ from sft_keras.backbones import text as text_backbones
 from sft_keras.config import validate_config
 from sft_keras.data import read_csv_manifest, read_text_table, split_examples
 from sft_keras.errors import ConfigError, DataError
-from sft_keras.train import train_and_evaluate
+from sft_keras.training import train_and_evaluate
 
 from conftest import write_image_folder
 

@@ -8,12 +8,12 @@ import keras
 import numpy as np
 import pytest
 
-from sft_keras import optimizers
+from sft_keras.training import optimizers
 from sft_keras.backbones import text as text_backbones
 from sft_keras.config import get_default_config, validate_config
 from sft_keras.errors import ConfigError
 from sft_keras.models import build_image_model, build_text_model
-from sft_keras.train import train_and_evaluate
+from sft_keras.training import train_and_evaluate
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film"]
 

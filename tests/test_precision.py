@@ -10,7 +10,7 @@ import tensorflow as tf
 from sft_keras.backbones import text as text_backbones
 from sft_keras.config import validate_config
 from sft_keras.errors import ConfigError
-from sft_keras.train import train_and_evaluate
+from sft_keras.training import train_and_evaluate
 
 from conftest import write_image_folder
 from test_text_train import VOCAB, write_sentiment_csv
@@ -42,7 +42,7 @@ class _KeepModel(keras.callbacks.Callback):
 
 @pytest.fixture
 def keep_model(monkeypatch):
-    from sft_keras import train
+    from sft_keras.training import loop as train
 
     build = train.build_callbacks
     monkeypatch.setattr(train, "build_callbacks", lambda *a, **k: build(*a, **k) + [_KeepModel()])

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from sft_keras.errors import DataError, ExportError
-from sft_keras.predict import predict_file, resolve_export
+from sft_keras.serving.predict import predict_file, resolve_export
 
 from conftest import run_cli
 
@@ -17,7 +17,7 @@ from conftest import run_cli
 def test_cli_predicts_an_image_folder_recursively(tiny_image_run, tmp_path):
     workdir, images = tiny_image_run
     output = tmp_path / "predictions.jsonl"
-    result = run_cli(["python", "-m", "sft_keras.predict", f"--model={workdir}/export",
+    result = run_cli(["python", "-m", "sft_keras.cli.predict", f"--model={workdir}/export",
                       f"--input={images}", f"--output={output}", "--batch_size=5"])
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in output.read_text().splitlines()]

@@ -13,7 +13,7 @@ from sft_keras.config import get_default_config, validate_config
 from sft_keras.errors import ConfigError
 from sft_keras.models import build_image_model
 from sft_keras.tasks import get_task, resolve_class_weight
-from sft_keras.train import train_and_evaluate
+from sft_keras.training import train_and_evaluate
 
 
 def test_head_l2_adds_the_penalty_to_model_losses():

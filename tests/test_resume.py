@@ -13,7 +13,7 @@ import pytest
 
 from sft_keras.config import validate_config
 from sft_keras.errors import ConfigError
-from sft_keras.train import train_and_evaluate
+from sft_keras.training import train_and_evaluate
 
 from conftest import REPO_ROOT, write_image_folder
 
@@ -81,7 +81,7 @@ def test_resume_with_another_model_is_a_clear_error(images, tmp_path):
 
 def _cli(workdir, images, epochs):
     return [
-        sys.executable, "-m", "sft_keras.train", "--config=configs/digits.py",
+        sys.executable, "-m", "sft_keras.cli.train", "--config=configs/digits.py",
         f"--workdir={workdir}", "--config.data.source=image_folder",
         f"--config.data.path={images}", "--config.data.validation_split=0.25",
         "--config.data.image_size=(64, 64)", f"--config.train.epochs={epochs}",

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from sft_keras.data import decode_image_bytes
-from sft_keras.workdir import load_run
+from sft_keras.run import load_run
 
 from bare_tensorflow import run_bare_tensorflow
 from conftest import make_pattern_image

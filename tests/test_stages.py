@@ -9,11 +9,11 @@ import keras
 import numpy as np
 import pytest
 
-from sft_keras import freezing
+from sft_keras.models import freezing
 from sft_keras.backbones import text as text_backbones
 from sft_keras.config import validate_config
 from sft_keras.errors import ConfigError
-from sft_keras.train import train_and_evaluate
+from sft_keras.training import train_and_evaluate
 
 from conftest import run_cli, write_image_folder
 from test_text_train import VOCAB, write_sentiment_csv
@@ -118,7 +118,7 @@ def test_text_stages_on_tiny_bert(tmp_path, capsys):
 
 def test_bad_stage_on_the_command_line_is_one_error_line(tmp_path):
     result = run_cli([
-        "python", "-m", "sft_keras.train", "--config=configs/digits.py",
+        "python", "-m", "sft_keras.cli.train", "--config=configs/digits.py",
         f"--workdir={tmp_path / 'workdir'}", "--overwrite",
         "--config.train.stages=('0:backbone', '2:until=-3,lr=fast')",
     ])

@@ -12,7 +12,7 @@ from sft_keras.backbones import text as text_backbones
 from sft_keras.config import get_default_config, validate_config
 from sft_keras.data import make_text_dataset, read_text_table
 from sft_keras.models import build_text_model
-from sft_keras.train import train_and_evaluate
+from sft_keras.training import train_and_evaluate
 
 from conftest import run_cli
 
@@ -154,7 +154,7 @@ def test_sentence_pairs_and_mirrored_strategy(tiny_preset, tmp_path):
 def test_missing_text_column_fails_before_training(tiny_preset, tmp_path):
     path = write_sentiment_csv(tmp_path / "train.csv", n=8)
     result = run_cli([
-        "python", "-m", "sft_keras.train", "--config=configs/quickstart.py",
+        "python", "-m", "sft_keras.cli.train", "--config=configs/quickstart.py",
         f"--workdir={tmp_path / 'workdir'}", "--config.data.source=text_file",
         f"--config.data.path={path}", "--config.data.text_columns=('sentence',)",
         f"--config.model.preset={tiny_preset}",

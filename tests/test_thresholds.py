@@ -11,12 +11,12 @@ from sklearn import metrics as sk_metrics
 
 from sft_keras.config import get_default_config, validate_config
 from sft_keras.errors import ConfigError
-from sft_keras.evaluate import tune_thresholds
-from sft_keras.export import export_image_model
+from sft_keras.evaluation.report import tune_thresholds
+from sft_keras.serving.export import export_image_model
 from sft_keras.models import build_image_model
 from sft_keras.tasks import (ThresholdedBinaryAccuracy, ThresholdedF1Score, get_task,
                              parse_thresholds, resolve_thresholds, task_from_config)
-from sft_keras.train import train_and_evaluate
+from sft_keras.training import train_and_evaluate
 
 
 def test_parse_thresholds():
@@ -186,8 +186,8 @@ def test_tune_writes_thresholds_used_by_report_and_export(tuned_run):
 
 
 def test_sft_eval_and_reexport_use_the_tuned_thresholds(tuned_run, tmp_path):
-    from sft_keras.eval_main import evaluate_workdir
-    from sft_keras.workdir import load_run
+    from sft_keras.evaluation.eval_run import evaluate_workdir
+    from sft_keras.run import load_run
 
     _, workdir, trained = tuned_run
     thresholds = json.load(open(os.path.join(workdir, "report", "thresholds.json")))["thresholds"]

@@ -11,7 +11,7 @@ import tensorflow as tf
 from sft_keras.config import validate_config
 from sft_keras.data import decode_image_bytes
 from sft_keras.models import build_image_model
-from sft_keras.train import train_and_evaluate
+from sft_keras.training import train_and_evaluate
 
 from conftest import REPO_ROOT, run_cli, write_image_folder
 
@@ -38,7 +38,7 @@ def trained_workdir(tmp_path_factory):
     images = write_image_folder(str(root / "images"), per_class=16)
     workdir = str(root / "workdir")
     result = run_cli([
-        "python", "-m", "sft_keras.train",
+        "python", "-m", "sft_keras.cli.train",
         f"--config={os.path.join(REPO_ROOT, 'configs', 'digits.py')}",
         f"--workdir={workdir}",
         "--config.data.source=image_folder",
@@ -145,7 +145,7 @@ def test_bad_data_fails_before_training(tmp_path):
     with open(os.path.join(images, "vertical", "broken.jpg"), "wb") as f:
         f.write(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     result = run_cli([
-        "python", "-m", "sft_keras.train", "--config=configs/digits.py",
+        "python", "-m", "sft_keras.cli.train", "--config=configs/digits.py",
         f"--workdir={tmp_path / 'workdir'}", "--config.data.source=image_folder",
         f"--config.data.path={images}",
     ])

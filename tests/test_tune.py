@@ -40,7 +40,7 @@ def tuned_digits(tmp_path_factory):
     """The command as a user runs it: 2 trials of small_cnn on digits, 1 epoch (88 s, loaded 2 cores)."""
     workdir = str(tmp_path_factory.mktemp("tune") / "tune")
     result = run_cli([
-        "python", "-m", "sft_keras.tune", f"--config={os.path.join(REPO_ROOT, 'configs', 'digits.py')}:runlocal",
+        "python", "-m", "sft_keras.cli.tune", f"--config={os.path.join(REPO_ROOT, 'configs', 'digits.py')}:runlocal",
         f"--workdir={workdir}", f"--grid={GRID}", "--config.export.enabled=False",
         "--metric=val_accuracy",
     ])
@@ -119,7 +119,7 @@ def test_bad_trial_value_fails_before_any_trial(tiny_config, tmp_path):
 
 
 def test_bad_grid_key_is_one_error_line(tmp_path):
-    result = run_cli(["python", "-m", "sft_keras.tune", "--config=configs/digits.py",
+    result = run_cli(["python", "-m", "sft_keras.cli.tune", "--config=configs/digits.py",
                       f"--workdir={tmp_path / 'w'}", "--grid=train.lr=1e-3,1e-4"])
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]

@@ -1,4 +1,4 @@
-"""`sft_keras.workdir.load_run`: a finished run rebuilt from its workdir alone."""
+"""`sft_keras.run.load_run`: a finished run rebuilt from its workdir alone."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from sft_keras.errors import WorkdirError
-from sft_keras.workdir import load_run
+from sft_keras.run import load_run
 
 
 def _images(n=4, seed=0):

@@ -4,7 +4,7 @@ import os
 
 from sft_keras.backbones import text as text_backbones
 from sft_keras.config import validate_config
-from sft_keras.train import train_and_evaluate
+from sft_keras.training import train_and_evaluate
 
 from conftest import write_image_folder
 from test_text_train import VOCAB, write_sentiment_csv

@@ -367,7 +367,7 @@ def write_report(model, dataset, examples, class_names, task, report_dir, split=
     misclassified
     misclassified.jsonl
     """
-    from sft_keras import plots
+    from sft_keras.evaluation import plots
 
     import shutil
 
@@ -399,7 +399,7 @@ def write_report(model, dataset, examples, class_names, task, report_dir, split=
 
 
 def _write_training_curves(training_log, report_dir):
-    from sft_keras import plots
+    from sft_keras.evaluation import plots
 
     if training_log and os.path.exists(training_log):
         log = plots.read_training_log(training_log)
@@ -411,7 +411,7 @@ def _write_training_curves(training_log, report_dir):
 def _write_per_class_report(labels, outputs, class_names, task, report_dir, split):
     from sklearn import metrics as sk_metrics
 
-    from sft_keras import plots
+    from sft_keras.evaluation import plots
 
     labels = np.asarray(labels).astype(int)
     predicted = np.argmax(class_probabilities(outputs, task), axis=-1)

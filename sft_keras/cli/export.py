@@ -7,13 +7,13 @@ Usage:
         --checkpoint=last --overwrite
 
 Rebuilds the model from `<workdir>/config.json`, `labels.txt` and
-`checkpoints/<checkpoint>.weights.h5` (`sft_keras.workdir.load_run`) and writes
+`checkpoints/<checkpoint>.weights.h5` (`sft_keras.run.load_run`) and writes
 `<export_dir>/<version>/` atomically, exactly as `sft-train` does at the end
 of a run. An existing version is an error unless `--overwrite`.
 
 The flags are absl's global flags (`--workdir` is also `sft-train`'s), so this
 module is only the command; from Python use
-`sft_keras.workdir.load_run(workdir).export(...)`.
+`sft_keras.run.load_run(workdir).export(...)`.
 """
 
 import os
@@ -30,8 +30,8 @@ from sft_keras.errors import SftError  # noqa: E402
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from sft_keras.export import check_version
-    from sft_keras.workdir import load_run
+    from sft_keras.serving.export import check_version
+    from sft_keras.run import load_run
 
     values = flags.FLAGS
     workdir, export_dir, version = values.workdir, values.export_dir, values.version

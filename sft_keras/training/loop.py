@@ -1,10 +1,4 @@
-"""Fine-tune a model from a config file: the sft-train command.
-
-Usage:
-
-    sft-train --config=configs/quickstart.py --workdir=/tmp/sft_run
-    python -m sft_keras.train --config=configs/quickstart.py --workdir=/tmp/sft_run \\
-        --config.train.epochs=3
+"""The training loop: config -> data -> model -> fit -> evaluate -> export (`sft-train`).
 
 Rerunning on the same workdir resumes an unfinished run after its last
 finished epoch (and does not retrain a finished one); `--overwrite` starts
@@ -28,19 +22,22 @@ The workdir receives:
 import json
 import os
 import shutil
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Hide TF's C++ info lines; keep warnings.
 
 import keras  # noqa: E402
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 
-from sft_keras import cli
 from sft_keras import config as config_lib
 from sft_keras import data as data_lib
-from sft_keras import backbones, distribute, evaluate, export, freezing, lora, models, optimizers
-from sft_keras.callbacks import (
+from sft_keras import backbones, models
+from sft_keras.training import distribute
+from sft_keras.evaluation import report as evaluate
+from sft_keras.serving import export
+from sft_keras.models import freezing
+from sft_keras.models import lora
+from sft_keras.training import optimizers
+from sft_keras.training.callbacks import (
     AtomicCheckpoint,
     EarlyStopAfterBest,
     StopOnNaN,
@@ -49,7 +46,7 @@ from sft_keras.callbacks import (
 )
 from sft_keras import patches
 from sft_keras.data.pipeline import epoch_shuffled_batches, pad_to_full_batches, steps_per_epoch
-from sft_keras.errors import ConfigError, SftError, TrainingError
+from sft_keras.errors import ConfigError, TrainingError
 from sft_keras.files import atomic_write_text, existing_versions
 from sft_keras.tasks import compile_for_task, get_task, resolve_class_weight, task_from_config
 
@@ -544,39 +541,3 @@ def _mark_complete(directory):
     if state:
         state["complete"] = True
         atomic_write_text(os.path.join(directory, "state.json"), json.dumps(state, indent=2))
-
-
-def _define_flags():
-    # Defined when the command starts, not at import: other commands (sft-tune)
-    # import this module and define flags of the same names.
-    config_flags.DEFINE_config_file(
-        "config", None, "Path of a config file (configs/*.py) with a get_config() function."
-    )
-    flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs, metrics and exports.")
-    flags.DEFINE_bool(
-        "overwrite", False,
-        "Start afresh: delete the workdir's checkpoints, logs and metrics (never export/). "
-        "Without it, a rerun resumes an unfinished run and does not retrain a finished one.",
-    )
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
-        f = flags.FLAGS
-        metrics = train_and_evaluate(f.config, f.workdir, overwrite=f.overwrite)
-    except SftError as e:
-        sys.exit(f"sft-train: error: {e}")
-    print(f"Done. Metrics: {metrics}")
-
-
-def run():
-    """Entry point of the `sft-train` console script."""
-    _define_flags()
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main, flags_parser=cli.flags_parser("sft-train"))
-
-
-if __name__ == "__main__":
-    run()

@@ -2,7 +2,7 @@
 
 import keras
 
-from sft_keras import freezing
+from sft_keras.models import freezing
 from sft_keras.backbones import (
     ImagePreprocessing,
     MaskedAveragePooling,
@@ -10,7 +10,7 @@ from sft_keras.backbones import (
     build_image_backbone,
 )
 from sft_keras.data.pipeline import TEXT_INPUTS
-from sft_keras.heads import add_head
+from sft_keras.models.heads import add_head
 from sft_keras.tasks import get_task
 
 
@@ -134,7 +134,7 @@ def build_text_model(config, backbone, num_classes):
 
     With `model.lora_rank > 0` the encoder is frozen whole and LoRA updates
     are added to the layers named by `model.lora_targets` (see
-    `sft_keras.lora.enable_lora`); `model.freeze` is not used then.
+    `sft_keras.models.lora.enable_lora`); `model.freeze` is not used then.
 
     Returns:
         An uncompiled functional `keras.Model`.
@@ -155,7 +155,7 @@ def build_text_model(config, backbone, num_classes):
     (['padding_mask', 'segment_ids', 'token_ids'], (None, 3))
     """
     if config.model.lora_rank:
-        from sft_keras import lora
+        from sft_keras.models import lora
 
         lora.enable_lora(backbone, config.model.lora_rank, config.model.lora_alpha,
                          tuple(config.model.lora_targets))

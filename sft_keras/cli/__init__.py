@@ -1,4 +1,6 @@
-"""What every sft_keras command shares: flag parsing whose errors are one line."""
+"""The command-line entry points (`sft-train`, `sft-eval`, `sft-export`, `sft-predict`,
+`sft-tune`): thin absl mains, one module each, over the library. What they share is here:
+flag parsing whose errors are one line."""
 
 import functools
 import sys

@@ -206,9 +206,9 @@ def export_text_model(model, preprocessor, export_base, class_names, task, num_t
     >>> sorted(out), out["probabilities"].shape
     (['class_id', 'label', 'probabilities'], TensorShape([2, 2]))
     """
-    from sft_keras.core_tokenizer import CoreBertTokenizer
+    from sft_keras.serving.core_tokenizer import CoreBertTokenizer
     from sft_keras.data.pipeline import TEXT_INPUTS
-    from sft_keras.lora import merge_lora
+    from sft_keras.models.lora import merge_lora
 
     model = merge_lora(model)  # LoRA updates go into the kernels: no LoRA variables exported.
     task_type = get_task(task)

@@ -54,7 +54,7 @@ class Run:
         Returns:
             str. The path of the written version folder.
         """
-        from sft_keras.export import export_model
+        from sft_keras.serving.export import export_model
         from sft_keras.tasks import read_tuned_thresholds, task_from_config
 
         info = {"backbone": self.config.model.backbone, "preset": self.config.model.preset,
