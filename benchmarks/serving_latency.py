@@ -28,11 +28,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from sft_keras.backbones import load_text_tokenizer, make_preprocessor  # noqa: E402
 from sft_keras.backbones.text import save_tiny_bert_preset  # noqa: E402
 from sft_keras.config import validate_config  # noqa: E402
 from sft_keras.serving.export import export_text_model  # noqa: E402
-from sft_keras.models import build_model  # noqa: E402
+from sft_keras.modalities import get_modality  # noqa: E402
 
 TEXTS = [
     "What is a neural network?", "Tell me a joke about computers.",
@@ -77,9 +76,9 @@ def main():
         "data": {"source": "chatterbot", "sequence_length": args.sequence_length},
         "model": {"backbone": "bert", "preset": preset},
     })
-    tokenizer = load_text_tokenizer("bert", preset)
-    preprocessor = make_preprocessor(tokenizer, args.sequence_length)
-    model = build_model(config, 6, tokenizer)
+    modality = get_modality(config)
+    preprocessor = modality.preprocessor
+    model = modality.build_model(6)
     classes = [f"class_{i}" for i in range(6)]
     path = export_text_model(model, preprocessor, tempfile.mkdtemp(), classes, "classification")
     serve = tf.saved_model.load(path).signatures["serving_default"]

@@ -1,20 +1,250 @@
-"""Rebuild a finished run from its workdir: config, class names, trained model.
+"""The run folder: every path of a workdir, and the one way a finished run is rebuilt.
 
-`load_run(workdir)` reads what `train_and_evaluate` left in the workdir
-(`config.json`, `labels.txt`, `checkpoints/{best,last}.weights.h5`), rebuilds
-the model with the same builders training used, loads the checkpoint, and
-reads no training data. Used by `sft-export` and for evaluating a run later.
+`sft-train` writes a workdir; `sft-eval`, `sft-export`, `sft-tune` and the
+Python API read it back. All of them go through `RunDir` (the layout) and
+`load_run` (the rebuild), so they cannot disagree on a file name, on how
+`labels.txt` is parsed, or on how the model is compiled.
+
+    <workdir>/
+      config.json        the full resolved, validated config
+      labels.txt         class names in index order, one per line
+      checkpoints/       epoch-<N>.weights.h5, last/best.weights.h5, state.json
+                         (LoRA runs also last/best.lora.h5)
+      logs/              TensorBoard scalars (train/ and validation/)
+      training_log.csv   per-epoch losses and metrics
+      metrics.json       the final evaluation of the best weights (a copy of report/'s)
+      classification_report.txt/.json
+      report/            metrics, per-class report, plots, worst examples,
+                         thresholds.json (multilabel)
+      report_<name>/     sft-eval's reports on other data
+      export/<N>/        SavedModels for TF Serving, one version per export
 """
 
 import dataclasses
 import json
 import os
-from typing import Any, List, Optional
+import shutil
+from typing import Any, List
 
-from sft_keras import config as config_lib
 from sft_keras.errors import SftError, WorkdirError
+from sft_keras.files import atomic_write_text
 
 CHECKPOINTS = ("best", "last")
+
+
+class CheckpointDir:
+    """The `checkpoints/` folder of a run: epoch files, `last`/`best` links and `state.json`.
+
+    `state.json` is the commit point of an epoch (see
+    `sft_keras.training.callbacks.AtomicCheckpoint`); the other files are
+    named here and nowhere else.
+
+    Args:
+        path: str. The folder.
+
+    Example:
+
+    >>> checkpoints = CheckpointDir("/tmp/run/checkpoints")
+    >>> checkpoints.weights("best"), checkpoints.epoch_file(3)
+    ('/tmp/run/checkpoints/best.weights.h5', 'epoch-3.weights.h5')
+    """
+
+    STATE = "state.json"
+
+    def __init__(self, path):
+        self.path = path
+
+    @property
+    def state_path(self):
+        return os.path.join(self.path, self.STATE)
+
+    def weights(self, name):
+        """`<path>/<name>.weights.h5` (`name`: "best", "last", or an epoch file's stem)."""
+        return os.path.join(self.path, f"{name}.weights.h5")
+
+    def lora(self, name):
+        """`<path>/<name>.lora.h5`: LoRA matrices and head (`name`: "best" or "last")."""
+        return os.path.join(self.path, f"{name}.lora.h5")
+
+    @staticmethod
+    def epoch_file(epoch):
+        """The file name of epoch `epoch`'s weights and optimizer state (1-based)."""
+        return f"epoch-{epoch}.weights.h5"
+
+    @staticmethod
+    def is_stale(name, current):
+        """True for files a commit leaves behind: older epoch files and killed writes."""
+        old_epoch = name.startswith("epoch-") and name.endswith(".weights.h5") and name != current
+        return old_epoch or name.startswith((".tmp-", f".{CheckpointDir.STATE}."))
+
+    def read_state(self):
+        """The `state.json` dict, or None when no epoch was committed."""
+        if not os.path.exists(self.state_path):
+            return None
+        with open(self.state_path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def write_state(self, state):
+        """Writes `state.json` atomically (the commit point of an epoch)."""
+        os.makedirs(self.path, exist_ok=True)
+        atomic_write_text(self.state_path, json.dumps(state, indent=2))
+
+
+class RunDir:
+    """Every path of one workdir, and the readers and writers of its small files.
+
+    Args:
+        path: str. The workdir.
+
+    Example:
+
+    >>> run_dir = RunDir("/tmp/run")
+    >>> run_dir.config_path, run_dir.report_dir("test")
+    ('/tmp/run/config.json', '/tmp/run/report_test')
+    """
+
+    # Top-level copies of the validation report's summary (`publish_summary`).
+    SUMMARY_FILES = ("metrics.json", "classification_report.txt", "classification_report.json")
+    # What `clear()` (`--overwrite`) deletes; `export/` versions are always kept.
+    _OUTPUTS = ("checkpoints", "logs", "training_log.csv", "config.json", "labels.txt",
+                "report") + SUMMARY_FILES
+
+    def __init__(self, path):
+        self.path = path
+        self.checkpoints = CheckpointDir(os.path.join(path, "checkpoints"))
+
+    def __repr__(self):
+        return f"RunDir({self.path!r})"
+
+    config_path = property(lambda self: os.path.join(self.path, "config.json"))
+    labels_path = property(lambda self: os.path.join(self.path, "labels.txt"))
+    logs = property(lambda self: os.path.join(self.path, "logs"))
+    training_log = property(lambda self: os.path.join(self.path, "training_log.csv"))
+    metrics_path = property(lambda self: os.path.join(self.path, "metrics.json"))
+    export = property(lambda self: os.path.join(self.path, "export"))
+    report = property(lambda self: os.path.join(self.path, "report"))
+    thresholds_path = property(lambda self: os.path.join(self.report, "thresholds.json"))
+
+    def report_dir(self, name=None):
+        """`report/` (the validation split), or `report_<name>/` for other data."""
+        return self.report if name in (None, "validation") else os.path.join(self.path,
+                                                                           f"report_{name}")
+
+    # === Writing (sft-train) ===
+
+    def clear(self):
+        """Deletes a run's checkpoints, logs, config and reports, keeping `export/`."""
+        for name in self._OUTPUTS:
+            path = os.path.join(self.path, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+
+    def write_config(self, config):
+        """Writes the validated config as `config.json`."""
+        from sft_keras.config import config_to_json
+
+        os.makedirs(self.path, exist_ok=True)
+        atomic_write_text(self.config_path, config_to_json(config) + "\n")
+
+    def write_labels(self, class_names):
+        """Writes `labels.txt`: one class name per line, in class-index order."""
+        os.makedirs(self.path, exist_ok=True)
+        atomic_write_text(self.labels_path, "".join(f"{c}\n" for c in class_names))
+
+    def write_thresholds(self, thresholds, source, default):
+        """Writes `report/thresholds.json`: multilabel per-label thresholds and their origin."""
+        os.makedirs(self.report, exist_ok=True)
+        record = {"thresholds": dict(thresholds), "source": source, "default": default}
+        atomic_write_text(self.thresholds_path, json.dumps(record, indent=2) + "\n")
+
+    def publish_summary(self):
+        """Copies the validation report's summary files to the top of the workdir."""
+        for name in self.SUMMARY_FILES:
+            source = os.path.join(self.report, name)
+            if os.path.exists(source):
+                shutil.copyfile(source, os.path.join(self.path, name))
+
+    # === Reading (sft-eval, sft-export, load_run, resume) ===
+
+    def read_config_dict(self):
+        """The raw `config.json` dict; `WorkdirError` when the workdir or file is missing."""
+        if not os.path.isdir(self.path):
+            raise WorkdirError(f"Workdir {self.path!r} does not exist or is not a folder.")
+        if not os.path.isfile(self.config_path):
+            raise WorkdirError(
+                f"No config.json in workdir {self.path!r}: expected {self.config_path!r}, which "
+                "sft-train writes at the start of a run. Is this a workdir of sft-train?"
+            )
+        try:
+            with open(self.config_path, encoding="utf-8") as f:
+                return json.load(f)
+        except ValueError as e:
+            raise WorkdirError(f"Cannot parse {self.config_path!r} as JSON: {e}") from None
+
+    def read_config(self, check_files=False):
+        """The run's validated config (`check_files=False`: its data need not exist any more)."""
+        from sft_keras.config import validate_config
+
+        raw = self.read_config_dict()
+        try:
+            return validate_config(raw, check_files=check_files)
+        except SftError as e:
+            raise type(e)(f"{self.config_path}: {e}") from None
+
+    def read_labels(self, task=None):
+        """The class names of `labels.txt` (blank lines ignored), in class-index order.
+
+        Args:
+            task: str or None. Every task but `"regression"` needs at least
+                one class name (else a `WorkdirError`).
+        """
+        if not os.path.isfile(self.labels_path):
+            raise WorkdirError(
+                f"No labels.txt in workdir {self.path!r}: expected {self.labels_path!r}.")
+        with open(self.labels_path, encoding="utf-8") as f:
+            names = [line.rstrip("\r\n") for line in f if line.strip()]
+        if task not in (None, "regression") and not names:
+            raise WorkdirError(f"{self.labels_path} is empty, but task={task!r} needs its "
+                               "class names.")
+        return names
+
+    def read_metrics(self):
+        """`metrics.json` as a dict, or None when the run has not finished."""
+        if not os.path.isfile(self.metrics_path):
+            return None
+        with open(self.metrics_path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def read_thresholds(self):
+        """Tuned multilabel thresholds from `report/thresholds.json` (dict), or None."""
+        if not os.path.isfile(self.thresholds_path):
+            return None
+        with open(self.thresholds_path, encoding="utf-8") as f:
+            return {str(k): float(v) for k, v in json.load(f)["thresholds"].items()}
+
+    def checkpoint_path(self, checkpoint="best"):
+        """The weights file for `checkpoint`: `"best"`, `"last"` or a `.weights.h5` path."""
+        if checkpoint in CHECKPOINTS:
+            path = self.checkpoints.weights(checkpoint)
+            if not os.path.isfile(path):
+                folder = self.checkpoints.path
+                present = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+                raise WorkdirError(
+                    f"No {checkpoint!r} checkpoint in workdir {self.path!r}: {path!r} does not "
+                    f"exist (checkpoints/ holds: {present}). Pass checkpoint='best' or 'last' "
+                    "for one that exists."
+                )
+            return path
+        if isinstance(checkpoint, str) and checkpoint.endswith(".weights.h5"):
+            if not os.path.isfile(checkpoint):
+                raise WorkdirError(f"Checkpoint file {checkpoint!r} does not exist.")
+            return checkpoint
+        raise WorkdirError(
+            "checkpoint must be 'best', 'last' or the path of a .weights.h5 file. "
+            f"Received: checkpoint={checkpoint!r}"
+        )
 
 
 @dataclasses.dataclass
@@ -22,31 +252,34 @@ class Run:
     """A trained run rebuilt from its workdir (see `load_run`).
 
     Attributes:
-        workdir: str. The run's folder.
-        config: the validated, locked `ConfigDict` of the run.
+        run_dir: `RunDir`. The run's folder.
+        config: the validated `ConfigDict` of the run.
         class_names: list of str in class-index order (empty for regression).
-        model: the `keras.Model` with the checkpoint's weights (uncompiled).
+        model: the `keras.Model` with the checkpoint's weights, compiled for
+            the run's task (loss with label smoothing, the run's thresholds).
         checkpoint: str. The weights file that was loaded.
-        preprocessor: the keras-hub preprocessor (text runs); None for images.
+        modality: the run's `sft_keras.modalities.Modality` (reads data,
+            makes datasets, exports).
+        task: the `sft_keras.tasks.Task` the model was compiled for.
     """
 
-    workdir: str
+    run_dir: RunDir
     config: Any
     class_names: List[str]
     model: Any
     checkpoint: str
-    preprocessor: Optional[Any] = None
+    modality: Any
+    task: Any
 
     @property
-    def modality(self):
-        """`"image"` or `"text"`."""
-        return "image" if self.preprocessor is None else "text"
+    def workdir(self):
+        return self.run_dir.path
 
-    def export(self, export_base=None, version=None, overwrite=False):
+    def export(self, export_dir=None, version=None, overwrite=False):
         """Writes the model as a SavedModel for TF Serving, as training does.
 
         Args:
-            export_base: str or None. The folder holding the versions; None
+            export_dir: str or None. The folder holding the versions; None
                 means `<workdir>/export`.
             version: int or None. None: one more than the highest present.
             overwrite: bool. Replace an existing `version` (else `ExportError`).
@@ -54,31 +287,28 @@ class Run:
         Returns:
             str. The path of the written version folder.
         """
-        from sft_keras.serving.export import export_model
-        from sft_keras.tasks import read_tuned_thresholds, task_from_config
-
         info = {"backbone": self.config.model.backbone, "preset": self.config.model.preset,
                 "workdir": os.path.abspath(self.workdir),
                 "checkpoint": os.path.basename(self.checkpoint)}
-        metrics = os.path.join(self.workdir, "metrics.json")
-        if os.path.isfile(metrics):
-            with open(metrics, encoding="utf-8") as f:
-                info["metrics"] = json.load(f)
-        return export_model(
-            self.config, self.model, export_base or os.path.join(self.workdir, "export"),
-            self.class_names, self.preprocessor, info=info, version=version, overwrite=overwrite,
-            task=task_from_config(self.config, self.class_names,
-                                  tuned=read_tuned_thresholds(self.workdir)),
+        metrics = self.run_dir.read_metrics()
+        if metrics is not None:
+            info["metrics"] = metrics
+        return self.modality.export(
+            self.model, export_dir or self.run_dir.export, self.class_names, self.task,
+            info=info, version=version, overwrite=overwrite,
         )
 
 
 def load_run(workdir, checkpoint="best"):
     """Rebuilds the trained model of a workdir written by `train_and_evaluate`.
 
-    Image backbones are rebuilt without pretrained weights and text encoders
-    from `model.preset` (which must still be readable: it holds the
-    vocabulary); the checkpoint then sets every weight. The training data is
-    not read, and need not exist any more.
+    The one rebuild of a finished run: `sft-eval`, `sft-export` and the Python
+    API all use it. The model is built by the run's modality exactly as in
+    training (image backbones without pretrained weights, text encoders from
+    `model.preset`, which must still be readable: it holds the vocabulary),
+    the checkpoint sets every weight, and the model is compiled with
+    `compile_for_task` and the run's tuned thresholds, so its loss is the
+    training loss. The training data is not read, and need not exist any more.
 
     Args:
         workdir: str. The run's folder.
@@ -87,12 +317,12 @@ def load_run(workdir, checkpoint="best"):
             `.weights.h5` file.
 
     Returns:
-        A `Run` (config, class_names, model, checkpoint, preprocessor, and
+        A `Run` (config, class_names, model, checkpoint, modality, task, and
         `export()`).
 
     Raises:
-        WorkdirError: the workdir, its `config.json` or the checkpoint is
-            missing or does not fit the rebuilt model.
+        WorkdirError: the workdir, its `config.json`, `labels.txt` or the
+            checkpoint is missing or does not fit the rebuilt model.
         ConfigError: `config.json` holds a value that is not accepted.
 
     Example:
@@ -102,69 +332,23 @@ def load_run(workdir, checkpoint="best"):
     >>> run.export()  # doctest: +SKIP
     '/tmp/sft_digits/export/2'
     """
-    if not os.path.isdir(workdir):
-        raise WorkdirError(f"Workdir {workdir!r} does not exist or is not a folder.")
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(config_path):
-        raise WorkdirError(
-            f"No config.json in workdir {workdir!r}: expected {config_path!r}, which "
-            f"sft-train writes at the start of a run. Is this a workdir of sft-train?"
-        )
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except ValueError as e:
-        raise WorkdirError(f"Cannot parse {config_path!r} as JSON: {e}") from None
-    try:
-        config = config_lib.validate_config(raw, check_files=False)
-    except SftError as e:
-        raise type(e)(f"{config_path}: {e}") from None
-    weights = _checkpoint_path(workdir, checkpoint)
-    labels_path = os.path.join(workdir, "labels.txt")
-    if not os.path.isfile(labels_path):
-        raise WorkdirError(f"No labels.txt in workdir {workdir!r}: expected {labels_path!r}.")
-    with open(labels_path, encoding="utf-8") as f:
-        class_names = [line.rstrip("\n") for line in f if line.rstrip("\n")]
+    from sft_keras.modalities import get_modality
+    from sft_keras.tasks import compile_for_task
 
-    from sft_keras import backbones
-    from sft_keras.models import build_model
-
-    num_classes = max(len(class_names), 1)
-    if backbones.get_backbone_spec(config.model.backbone).modality == "image":
-        build_config = config_lib.validate_config(config.to_dict(), check_files=False)
-        build_config.model.weights = None  # The checkpoint holds every weight.
-        model, preprocessor = build_model(build_config, num_classes), None
-    else:
-        tokenizer = backbones.load_text_tokenizer(config.model.backbone, config.model.preset)
-        preprocessor = backbones.make_preprocessor(tokenizer, config.data.sequence_length)
-        model = build_model(config, num_classes, tokenizer)
+    run_dir = RunDir(workdir)
+    config = run_dir.read_config()
+    weights = run_dir.checkpoint_path(checkpoint)
+    class_names = run_dir.read_labels(config.task)
+    modality = get_modality(config)
+    model = modality.build_model(max(len(class_names), 1), pretrained=False)
     try:
         model.load_weights(weights)
-    except Exception as e:
+    except Exception as e:  # Keras: a layer or shape mismatch; it appends whole arrays.
         raise WorkdirError(
-            f"Checkpoint {weights!r} does not fit the model rebuilt from {config_path!r}: {e}"
+            f"Checkpoint {weights!r} does not fit the model rebuilt from {run_dir.config_path!r} "
+            f"and labels.txt ({len(class_names)} classes): "
+            + " ".join(str(e).splitlines()[:3])[:400]
         ) from None
-    return Run(workdir=workdir, config=config, class_names=class_names, model=model,
-               checkpoint=weights, preprocessor=preprocessor)
-
-
-def _checkpoint_path(workdir, checkpoint):
-    if checkpoint in CHECKPOINTS:
-        path = os.path.join(workdir, "checkpoints", f"{checkpoint}.weights.h5")
-        if not os.path.isfile(path):
-            present = sorted(os.listdir(os.path.dirname(path))) if os.path.isdir(
-                os.path.dirname(path)) else []
-            raise WorkdirError(
-                f"No {checkpoint!r} checkpoint in workdir {workdir!r}: {path!r} does not exist "
-                f"(checkpoints/ holds: {present}). Pass checkpoint='best' or 'last' "
-                f"for one that exists."
-            )
-        return path
-    if isinstance(checkpoint, str) and checkpoint.endswith(".weights.h5"):
-        if not os.path.isfile(checkpoint):
-            raise WorkdirError(f"Checkpoint file {checkpoint!r} does not exist.")
-        return checkpoint
-    raise WorkdirError(
-        f"checkpoint must be 'best', 'last' or the path of a .weights.h5 file. "
-        f"Received: checkpoint={checkpoint!r}"
-    )
+    task = compile_for_task(model, config, class_names, tuned=run_dir.read_thresholds())
+    return Run(run_dir=run_dir, config=config, class_names=class_names, model=model,
+               checkpoint=weights, modality=modality, task=task)

@@ -296,7 +296,7 @@ def resolve_thresholds(spec, class_names, default=0.5, tuned=None):
         class_names: list of str, in class-index order.
         default: float. `train.multilabel_threshold`.
         tuned: dict str -> float or None. For `spec="tune"`: the tuned
-            thresholds (e.g. read from `report/thresholds.json`); None means
+            thresholds (e.g. `RunDir.read_thresholds()`); None means
             not tuned yet, so every label gets `default`.
 
     Returns:
@@ -424,25 +424,6 @@ def get_task(name, **options):
     """
     task = name if isinstance(name, Task) else TASKS[name]
     return dataclasses.replace(task, **options) if options else task
-
-
-def read_tuned_thresholds(workdir):
-    """The per-label thresholds a run wrote to `<workdir>/report/thresholds.json`, or None.
-
-    Args:
-        workdir: str. A workdir written by `train_and_evaluate`.
-
-    Returns:
-        dict str -> float, or None when the file does not exist.
-    """
-    import json
-    import os
-
-    path = os.path.join(workdir, "report", "thresholds.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return {str(k): float(v) for k, v in json.load(f)["thresholds"].items()}
 
 
 def task_from_config(config, class_names=None, tuned=None):

@@ -214,7 +214,9 @@ def _write_leaderboard(workdir, records, metric_key):
     done = [r for r in records if r["status"] == "done" and r.get("metric") is not None]
     if done:
         best = min(done, key=rank)
-        with open(os.path.join(workdir, best["trial"], "config.json"), encoding="utf-8") as f:
+        from sft_keras.run import RunDir
+
+        with open(RunDir(os.path.join(workdir, best["trial"])).config_path, encoding="utf-8") as f:
             atomic_write_text(os.path.join(workdir, "best_config.json"), f.read())
         return best
     return None

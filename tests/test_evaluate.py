@@ -178,7 +178,7 @@ def test_eval_cli_scores_new_data_into_its_own_report(image_run, tmp_path):
     missing = run_cli(["python", "-m", "sft_keras.cli.eval", f"--workdir={tmp_path / 'nope'}"])
     assert missing.returncode != 0
     assert missing.stderr.strip().splitlines()[-1].startswith("sft-eval: error: ")
-    assert "config.json not found" in missing.stderr
+    assert "does not exist or is not a folder" in missing.stderr
 
 
 def test_eval_unknown_label_names_file_line_and_label(image_run, tmp_path):
@@ -261,7 +261,7 @@ def test_eval_on_a_text_run_with_new_data(tmp_path):
 def test_eval_labels_that_do_not_fit_the_run_are_clear_errors(image_run, tmp_path):
     import shutil
 
-    from sft_keras.errors import ConfigError, DataError
+    from sft_keras.errors import DataError, WorkdirError
     from sft_keras.evaluation.eval_run import evaluate_workdir
 
     workdir, _, _ = image_run
@@ -269,9 +269,17 @@ def test_eval_labels_that_do_not_fit_the_run_are_clear_errors(image_run, tmp_pat
     shutil.copytree(workdir, edited, ignore=shutil.ignore_patterns("report*", "logs"))
     with open(os.path.join(edited, "labels.txt"), "w") as f:
         f.write("horizontal\nvertical\n")
-    with pytest.raises(DataError, match=r"now has classes \['diagonal', 'horizontal', 'vertical'\]"):
+    with pytest.raises(WorkdirError, match=r"does not fit the model rebuilt .*\(2 classes\)"):
         evaluate_workdir(edited)
+    # The run's data folder changed since training: its classes no longer match labels.txt.
+    moved = str(tmp_path / "moved")
+    shutil.copytree(workdir, moved, ignore=shutil.ignore_patterns("report*", "logs"))
     two = write_image_folder(str(tmp_path / "two"), class_names=("horizontal", "vertical"),
-                             per_class=1)
-    with pytest.raises(ConfigError, match=r"does not fit the model .*\(2 classes\).*shape"):
-        evaluate_workdir(edited, data_path=two)
+                             per_class=4)
+    config = json.load(open(os.path.join(moved, "config.json")))
+    config["data"]["path"] = two
+    json.dump(config, open(os.path.join(moved, "config.json"), "w"))
+    with pytest.raises(DataError, match=r"now has classes \['horizontal', 'vertical'\]"):
+        evaluate_workdir(moved)
+    # Scoring a folder with a subset of the classes is fine.
+    assert evaluate_workdir(moved, data_path=two)["num_examples"] == 8

@@ -55,7 +55,7 @@ def test_exports_run_with_only_tensorflow_and_equal_the_keras_model(tiny_image_r
     expected = image_run.model(pixels, training=False).numpy()
     np.testing.assert_allclose(served["image"]["probabilities"], expected, atol=1e-4)
     assert served["image"]["class_id"] == expected.argmax(-1).tolist()
-    expected = text_run.model(text_run.preprocessor(tf.constant(texts)), training=False)
+    expected = text_run.model(text_run.modality.preprocessor(tf.constant(texts)), training=False)
     np.testing.assert_allclose(served["text"]["probabilities"], expected, atol=1e-4)
 
     # What `saved_model_cli show --all` lists, and no "N/A ... custom ops" notice.

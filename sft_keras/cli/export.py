@@ -31,13 +31,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from sft_keras.serving.export import check_version
-    from sft_keras.run import load_run
+    from sft_keras.run import RunDir, load_run
 
     values = flags.FLAGS
     workdir, export_dir, version = values.workdir, values.export_dir, values.version
     try:
         if version is not None:  # Fail before the model is rebuilt.
-            check_version(export_dir or os.path.join(workdir, "export"), version, values.overwrite)
+            check_version(export_dir or RunDir(workdir).export, version, values.overwrite)
         run = load_run(workdir, checkpoint=values.checkpoint)
         path = run.export(export_dir, version=version, overwrite=values.overwrite)
     except SftError as e:

@@ -428,22 +428,3 @@ def _write_per_class_report(labels, outputs, class_names, task, report_dir, spli
         title = f"Confusion matrix ({split}" + (", normalized by true class)" if normalize else ")")
         figure = plots.plot_confusion_matrix(matrix, class_names, normalize=normalize, title=title)
         plots.save_figure(figure, os.path.join(report_dir, name))
-
-
-SUMMARY_FILES = ("metrics.json", "classification_report.txt", "classification_report.json")
-
-
-def copy_summary(report_dir, workdir):
-    """Copies the report's `metrics.json` and `classification_report.*` into `workdir`.
-
-    The workdir keeps these at its top level (the files scripts read);
-    files the report does not have (regression has no class report) are
-    removed from the top level, so none is stale.
-    """
-    for name in SUMMARY_FILES:
-        source, target = os.path.join(report_dir, name), os.path.join(workdir, name)
-        if os.path.exists(source):
-            with open(source, encoding="utf-8") as f:
-                atomic_write_text(target, f.read())
-        elif os.path.exists(target):
-            os.remove(target)

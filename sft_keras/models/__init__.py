@@ -5,14 +5,16 @@ from sft_keras.models.build import (
     apply_freeze_config,
     build_augmentation,
     build_image_model,
-    build_model,
     build_text_model,
+    find_backbone,
+    freeze_unused_pooler,
 )
 
 __all__ = [
     "apply_freeze_config",
     "build_augmentation",
     "build_image_model",
-    "build_model",
     "build_text_model",
+    "find_backbone",
+    "freeze_unused_pooler",
 ]

@@ -87,35 +87,6 @@ def build_image_model(config, num_classes):
     return keras.Model(inputs, outputs, name=f"{config.model.backbone}_{config.task}")
 
 
-def build_model(config, num_classes, tokenizer=None):
-    """Builds the uncompiled model a validated config describes, reading no data.
-
-    Args:
-        config: a validated config.
-        num_classes: int. Number of classes (1 for regression).
-        tokenizer: the keras-hub tokenizer of a text backbone
-            (`backbones.load_text_tokenizer`); None for image backbones.
-
-    Returns:
-        The `keras.Model` that `train_and_evaluate` trains (uncompiled).
-
-    Example:
-
-    >>> from sft_keras.config import get_default_config
-    >>> config = get_default_config()
-    >>> config.model.backbone = "small_cnn"
-    >>> build_model(config, num_classes=3).output.shape
-    (None, 3)
-    """
-    from sft_keras import backbones
-
-    if tokenizer is None:
-        return build_image_model(config, num_classes)
-    backbone = backbones.build_text_backbone(config.model.backbone, config.model.preset)
-    backbones.make_preprocessor(tokenizer, config.data.sequence_length, backbone)  # Checks length.
-    return build_text_model(config, backbone, num_classes)
-
-
 def build_text_model(config, backbone, num_classes):
     """Builds a text model around a keras-hub encoder, with freezing applied.
 
@@ -184,3 +155,22 @@ def build_text_model(config, backbone, num_classes):
         l2=head.l2,
     )
     return keras.Model(inputs, outputs, name=f"{config.model.backbone}_{config.task}")
+
+
+def find_backbone(model):
+    """Returns the one nested backbone model inside a model built by `sft_keras.models`."""
+    from sft_keras.errors import ConfigError
+
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        raise ConfigError(
+            f"Expected one nested backbone model in {model.name!r}; it has {len(nested)}: "
+            f"{[layer.name for layer in nested]}."
+        )
+    return nested[0]
+
+
+def freeze_unused_pooler(backbone, pooling):
+    """Freezes BERT's `pooled_dense` unless `pooling="cls"` uses it (it is off the output's path)."""
+    if pooling != "cls" and "pooled_dense" in [layer.name for layer in backbone.layers]:
+        backbone.get_layer("pooled_dense").trainable = False

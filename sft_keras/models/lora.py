@@ -18,8 +18,8 @@ the files:
 - `merge_lora(model)`: a copy of the model without LoRA whose kernels are
   `kernel + (alpha / rank) * A @ B`, for export (no LoRA variables, no extra
   matmuls).
-- `LoraCheckpoint`: a callback writing `last.lora.h5` each epoch and
-  `best.lora.h5` when the monitored value improves.
+- `sft_keras.training.callbacks.LoraCheckpoint` writes `last.lora.h5` each
+  epoch and `best.lora.h5` for the run's best epoch.
 
 Note that Keras saves a LoRA layer's *merged* kernel in `.weights.h5` files
 (and no LoRA matrices), so `best.weights.h5` of a LoRA run is a full merged
@@ -367,49 +367,12 @@ def merge_lora(model):
     return plain
 
 
-class LoraCheckpoint(keras.callbacks.Callback):
-    """Writes `last.lora.h5` every epoch and `best.lora.h5` when `monitor` improves.
-
-    Each file is `save_lora_weights`' (LoRA matrices, settings, head), written
-    atomically. Together with the pretrained preset it is the whole fine-tuned
-    model.
-
-    Args:
-        directory: str. Where the files go (e.g. `<workdir>/checkpoints`).
-        monitor: str. The logged quantity that decides "best".
-        mode: str. `"min"` or `"max"`.
-    """
-
-    def __init__(self, directory, monitor="val_loss", mode="min"):
-        super().__init__()
-        self.directory = directory
-        self.monitor = monitor
-        self.mode = mode
-        self.best = None
-
-    @property
-    def best_path(self):
-        return os.path.join(self.directory, "best.lora.h5")
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        save_lora_weights(self.model, os.path.join(self.directory, "last.lora.h5"))
-        value = logs.get(self.monitor)
-        if value is None:
-            return
-        value = float(value)
-        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
-            self.best = value
-            save_lora_weights(self.model, self.best_path)
-
-
-def restore_best(model, directory):
-    """Loads `<directory>/best.lora.h5` into `model` when it exists; returns its path or None.
+def restore_best(model, path):
+    """Loads the LoRA file `path` (`best.lora.h5`) into `model` when it exists; returns it or None.
 
     Used instead of loading `best.weights.h5`, which holds merged kernels:
     after this the backbone's base weights are still the pretrained ones.
     """
-    path = os.path.join(directory, "best.lora.h5")
     if not os.path.exists(path):
         return None
     load_lora_weights(model, path)

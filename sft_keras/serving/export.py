@@ -250,41 +250,6 @@ def export_text_model(model, preprocessor, export_base, class_names, task, num_t
     return write_export(archive, export_base, class_names, task, inputs, info, version, overwrite)
 
 
-def export_model(config, model, export_base, class_names, preprocessor=None, info=None,
-                 version=None, overwrite=False, task=None):
-    """Exports a model built by `models.build_model` as `<export_base>/<version>/`.
-
-    Args:
-        config: the validated config of the run.
-        model: the trained `keras.Model`.
-        export_base: str. The folder holding the versions.
-        class_names: list of str in class-index order (empty for regression).
-        preprocessor: the keras-hub preprocessor of a text run; None for images.
-        info, version, overwrite: as in `export_image_model`.
-        task: `sft_keras.tasks.Task` or None. The task to serve (e.g. with
-            tuned multilabel thresholds); None: `task_from_config(config,
-            class_names)`.
-
-    Returns:
-        str. The path of the written version folder.
-    """
-    from sft_keras.tasks import task_from_config
-
-    if task is None:
-        task = task_from_config(config, class_names)
-    if preprocessor is None:
-        return export_image_model(
-            model, export_base, class_names, task, config.data.image_size,
-            version=version, overwrite=overwrite, info=info,
-        )
-    num_texts = 2 if len(config.data.text_columns) == 2 else 1
-    info = {"text_columns": list(config.data.text_columns), **(info or {})}
-    return export_text_model(
-        model, preprocessor, export_base, class_names, task,
-        num_texts=num_texts, version=version, overwrite=overwrite, info=info,
-    )
-
-
 def _task_info(task_type, class_names):
     """Multilabel: the served per-label thresholds and separator, for `export_info.json`."""
     if task_type.name != "multilabel":

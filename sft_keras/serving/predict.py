@@ -171,43 +171,34 @@ def predict_file(model_path, input_path, batch_size=32, text_column=None, progre
 
     Yields:
         dict: `input` (path or text; a list for pairs), then `label` and
-        `probabilities`, or `prediction` for regression.
+        `probabilities`, `prediction` for regression, or `labels` (a list)
+        and `probabilities` for multilabel.
     """
     import tensorflow as tf
+
+    from sft_keras.modalities import modality_of_export
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise DataError(f"--batch_size must be a positive integer. Received: {batch_size!r}")
     version_dir = resolve_export(model_path)
     info = read_export_info(version_dir)
-    modality = info.get("modality")
-    if modality == "image":
-        items = list_images(input_path)
-    elif modality == "text":
-        names = list(info["inputs"]["serving_default"])  # ["text"] or ["text", "text_pair"]
-        columns = (tuple(c.strip() for c in text_column.split(",")) if text_column
-                   else tuple(info.get("text_columns") or ("text",)))
-        if len(columns) != len(names):
-            raise DataError(f"The model takes {len(names)} text(s) per example ({names}); "
-                            f"--text_column names {len(columns)}. Received: {text_column!r}")
-        items = read_texts(input_path, columns)
-    else:
-        raise ExportError(f"Unknown modality in export_info.json of {version_dir!r}. "
-                          f"Received: {modality!r}")
+    inputs = modality_of_export(info, f"export_info.json of {version_dir!r}").prediction_inputs(
+        info, input_path, text_column)
+    items = inputs.items
     serve = tf.saved_model.load(version_dir).signatures["serving_default"]  # After input checks.
     bar = _progress_bar(len(items)) if progress and len(items) > batch_size else None
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
-        if modality == "image":
-            feed = {"image_bytes": tf.constant([_read_bytes(p) for p in batch])}
-            shown = batch
-        else:
-            feed = {n: tf.constant([t[i] for t in batch]) for i, n in enumerate(names)}
-            shown = [t[0] if len(t) == 1 else list(t) for t in batch]
+        feed, shown = inputs.feed(batch), [inputs.show(item) for item in batch]
         outputs = {k: v.numpy() for k, v in serve(**feed).items()}
         for i, item in enumerate(shown):
             record = {"input": item}
             if "prediction" in outputs:
                 record["prediction"] = float(outputs["prediction"][i])
+            elif "labels" in outputs:  # Multilabel: every label over its threshold.
+                joined = outputs["labels"][i].decode("utf-8")
+                record["labels"] = joined.split(info["label_separator"]) if joined else []
+                record["probabilities"] = [float(p) for p in outputs["probabilities"][i]]
             else:
                 record["label"] = outputs["label"][i].decode("utf-8")
                 record["probabilities"] = [float(p) for p in outputs["probabilities"][i]]
@@ -218,11 +209,6 @@ def predict_file(model_path, input_path, batch_size=32, text_column=None, progre
             bar.update(len(batch))
     if bar is not None:
         bar.close()
-
-
-def _read_bytes(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def _progress_bar(total):

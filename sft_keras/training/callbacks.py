@@ -10,7 +10,7 @@ any instant (`kill -9` mid-epoch or mid-write) leaves a consistent state:
 3. `last.weights.h5` (and `best.weights.h5` when N is the best epoch) become
    hard links to (or copies of) that file, and older epoch files are removed.
 
-`read_state` + `finish_commit` redo step 3 on restart. Keras's own
+`CheckpointDir.read_state` + `finish_commit` redo step 3 on restart. Keras's own
 `BackupAndRestore` (3.15) is not used: it writes `latest.weights.h5` in place
 and its metadata JSON after it without a rename, so a kill during the write
 leaves a broken file or weights one epoch ahead of the recorded epoch; it
@@ -19,25 +19,13 @@ deletes its backup at the end of every `fit` call, which staged training (one
 `fit` per stage) cannot use.
 """
 
-import json
 import math
 import os
 
 import keras
 
 from sft_keras.errors import ConfigError
-from sft_keras.files import atomic_write_text
-
-STATE_FILE = "state.json"
-
-
-def read_state(directory):
-    """Returns the `state.json` dict in `directory`, or None when there is none."""
-    path = os.path.join(directory, STATE_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+from sft_keras.run import CheckpointDir
 
 
 def _link_or_copy(source, target):
@@ -53,23 +41,26 @@ def _link_or_copy(source, target):
     os.replace(tmp, target)
 
 
-def finish_commit(directory, state):
+def finish_commit(checkpoints, state):
     """Points `last`/`best.weights.h5` at the epoch file `state` names; removes stale files.
 
     Idempotent: called after every commit and again on restart, which
     completes a commit that a kill interrupted after `state.json` was written.
+
+    Args:
+        checkpoints: `sft_keras.run.CheckpointDir`.
+        state: dict. The `state.json` just written (or read back).
     """
     weights = state.get("weights")
-    if not weights or not os.path.exists(os.path.join(directory, weights)):
+    source = os.path.join(checkpoints.path, weights) if weights else None
+    if not source or not os.path.exists(source):
         return
-    source = os.path.join(directory, weights)
-    _link_or_copy(source, os.path.join(directory, "last.weights.h5"))
+    _link_or_copy(source, checkpoints.weights("last"))
     if state.get("best_epoch") == state.get("last_epoch"):
-        _link_or_copy(source, os.path.join(directory, "best.weights.h5"))
-    for name in os.listdir(directory):
-        stale_epoch = name.startswith("epoch-") and name.endswith(".weights.h5") and name != weights
-        if stale_epoch or name.startswith((".tmp-", f".{STATE_FILE}.")):  # Killed writes.
-            os.remove(os.path.join(directory, name))
+        _link_or_copy(source, checkpoints.weights("best"))
+    for name in os.listdir(checkpoints.path):
+        if CheckpointDir.is_stale(name, weights):
+            os.remove(os.path.join(checkpoints.path, name))
 
 
 def _finite(value):
@@ -91,7 +82,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     from the logs is a `ConfigError` naming the keys that are there.
 
     Args:
-        directory: str. Where the checkpoints go.
+        directory: str or `sft_keras.run.CheckpointDir`. Where the checkpoints go.
         monitor: str. The logged quantity that decides "best", e.g. `"val_loss"`.
         mode: str. `"min"` or `"max"`.
         state: dict or None. A `state.json` read back on resume: the best
@@ -111,7 +102,9 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, directory, monitor="val_loss", mode="min", state=None):
         super().__init__()
-        self.directory = directory
+        self.checkpoints = (directory if isinstance(directory, CheckpointDir)
+                            else CheckpointDir(directory))
+        self.directory = self.checkpoints.path
         self.monitor = monitor
         self.mode = mode
         state = state or {}
@@ -122,7 +115,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
     @property
     def best_path(self):
-        return os.path.join(self.directory, "best.weights.h5")
+        return self.checkpoints.weights("best")
 
     def _improved(self, value):
         if self.best is None:
@@ -139,7 +132,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if not all(_finite(logs[key]) for key in ("loss", self.monitor) if key in logs):
             return  # Diverged: keep the last good checkpoint (StopOnNaN reports it).
         os.makedirs(self.directory, exist_ok=True)
-        name = f"epoch-{epoch + 1}.weights.h5"
+        name = self.checkpoints.epoch_file(epoch + 1)
         tmp = os.path.join(self.directory, f".tmp-{name}")  # Keeps the .weights.h5 suffix.
         self.model.save_weights(tmp, overwrite=True)
         os.replace(tmp, os.path.join(self.directory, name))
@@ -157,8 +150,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             "best_epoch": self.best_epoch,
             "complete": False,
         }
-        atomic_write_text(os.path.join(self.directory, STATE_FILE), json.dumps(state, indent=2))
-        finish_commit(self.directory, state)
+        self.checkpoints.write_state(state)
+        finish_commit(self.checkpoints, state)
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -217,6 +210,17 @@ class EarlyStopAfterBest(keras.callbacks.Callback):
         self.stage_start = 0
         self.stopped_epoch = None
 
+    def start_stage(self, stage_start, first_epoch):
+        """Begins a stage whose epochs follow `stage_start` (1-based, 0 for the first).
+
+        Returns:
+            bool. True when the run had already stopped early before
+            `first_epoch` (0-based; a resume after early stopping): do not fit.
+        """
+        self.stage_start = stage_start
+        since = max(self.checkpoint.best_epoch or 0, stage_start)
+        return first_epoch - since >= self.patience
+
     def on_epoch_end(self, epoch, logs=None):
         since = max(self.checkpoint.best_epoch or 0, self.stage_start)
         if epoch + 1 - since >= self.patience:
@@ -228,3 +232,35 @@ class EarlyStopAfterBest(keras.callbacks.Callback):
                 f"{self.checkpoint.best_epoch}).",
                 flush=True,
             )
+
+
+class LoraCheckpoint(keras.callbacks.Callback):
+    """Writes `last.lora.h5` every committed epoch and `best.lora.h5` when it is the best.
+
+    "Best" is the run's `AtomicCheckpoint`'s decision (it runs first), so it
+    carries across stages and resumes: a resumed run's first epoch does not
+    replace `best.lora.h5` unless it beats the best epoch before the kill.
+    Each file is `sft_keras.models.lora.save_lora_weights`' (LoRA matrices,
+    settings, head), written atomically; with the pretrained preset it is the
+    whole fine-tuned model.
+
+    Args:
+        checkpoint: `AtomicCheckpoint` of the same run (listed before this callback).
+    """
+
+    def __init__(self, checkpoint):
+        super().__init__()
+        self.checkpoint = checkpoint
+
+    @property
+    def best_path(self):
+        return self.checkpoint.checkpoints.lora("best")
+
+    def on_epoch_end(self, epoch, logs=None):
+        from sft_keras.models.lora import save_lora_weights
+
+        if self.checkpoint.last_epoch != epoch + 1:
+            return  # Not committed (a NaN loss): keep the last good files.
+        save_lora_weights(self.model, self.checkpoint.checkpoints.lora("last"))
+        if self.checkpoint.best_epoch == epoch + 1:
+            save_lora_weights(self.model, self.best_path)

@@ -19,7 +19,7 @@ def _images(n=4, seed=0):
 def test_image_run_equals_the_training_export(tiny_image_run, tmp_path):
     workdir, _ = tiny_image_run
     run = load_run(workdir)
-    assert run.modality == "image" and run.class_names == ["diagonal", "horizontal", "vertical"]
+    assert run.modality.name == "image" and run.class_names == ["diagonal", "horizontal", "vertical"]
     assert run.checkpoint.endswith(os.path.join("checkpoints", "best.weights.h5"))
     exported = tf.saved_model.load(os.path.join(workdir, "export", "1"))
     x = _images()
@@ -38,9 +38,9 @@ def test_image_run_equals_the_training_export(tiny_image_run, tmp_path):
 def test_text_run_rebuilds_model_and_preprocessor(tiny_text_run):
     workdir, _ = tiny_text_run
     run = load_run(workdir)
-    assert run.modality == "text" and run.class_names == ["neg", "pos"]
+    assert run.modality.name == "text" and run.class_names == ["neg", "pos"]
     texts = ["the movie was good", "awful plot", ""]
-    ours = run.model(run.preprocessor(tf.constant(texts)), training=False)
+    ours = run.model(run.modality.preprocessor(tf.constant(texts)), training=False)
     exported = tf.saved_model.load(os.path.join(workdir, "export", "1"))
     expected = exported.signatures["serving_default"](text=tf.constant(texts))["probabilities"]
     np.testing.assert_allclose(ours, expected, atol=1e-5)

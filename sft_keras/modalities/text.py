@@ -1,0 +1,105 @@
+"""Text: keras-hub encoders on CSV/TSV/JSONL tables, text folders, TFDS, chatterbot;
+tokenized in the tf.data pipeline; exports take raw strings."""
+
+import os
+
+from sft_keras.modalities.base import MODALITIES, Modality, PredictionInputs
+
+
+class TextModality(Modality):
+    """Text runs: the preset's tokenizer is loaded once, when the modality is made.
+
+    A bad `model.preset` therefore fails before any data is read.
+
+    Example:
+
+    >>> import tempfile
+    >>> from sft_keras.backbones import save_tiny_bert_preset
+    >>> from sft_keras.config import get_default_config
+    >>> config = get_default_config()
+    >>> config.model.backbone = "bert"
+    >>> config.model.preset = save_tiny_bert_preset(
+    ...     tempfile.mkdtemp(), ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hi"])
+    >>> config.data.sequence_length = 8
+    >>> modality = TextModality(config)
+    >>> sorted(modality.build_model(3).input)
+    ['padding_mask', 'segment_ids', 'token_ids']
+    """
+
+    name = "text"
+
+    def __init__(self, config):
+        super().__init__(config)
+        from sft_keras import backbones
+
+        self.tokenizer = backbones.load_text_tokenizer(config.model.backbone, config.model.preset)
+        self.preprocessor = backbones.make_preprocessor(self.tokenizer,
+                                                        config.data.sequence_length)
+
+    def load_data(self):
+        from sft_keras.data import load_text_data
+
+        return load_text_data(self.config.data, self.config.task, self.config.seed)
+
+    def read_examples(self, path, class_names):
+        from sft_keras.data import read_text_folder, read_text_table
+
+        d, known = self.config.data, (list(class_names) or None)
+        if os.path.isdir(path):
+            return read_text_folder(path, known)
+        return read_text_table(path, tuple(d.text_columns), d.label_column, self.config.task,
+                               known, label_separator=d.label_separator)
+
+    def make_dataset(self, examples, cache=None):
+        from sft_keras.data import make_text_dataset
+
+        c = self.config
+        return make_text_dataset(
+            examples, self.preprocessor, c.train.batch_size, task=c.task, training=False,
+            cache=c.data.cache if cache is None else cache, shuffle_buffer=c.data.shuffle_buffer,
+            seed=c.seed,
+        )
+
+    def build_model(self, num_classes, pretrained=True):
+        # The preset holds the vocabulary as well as the weights: always read it.
+        from sft_keras import backbones
+        from sft_keras.models import build_text_model
+
+        c = self.config
+        backbone = backbones.build_text_backbone(c.model.backbone, c.model.preset)
+        backbones.make_preprocessor(self.tokenizer, c.data.sequence_length, backbone)  # Length.
+        return build_text_model(c, backbone, num_classes)
+
+    def export(self, model, export_dir, class_names, task, info=None, version=None,
+               overwrite=False):
+        from sft_keras.serving.export import export_text_model
+
+        columns = list(self.config.data.text_columns)
+        return export_text_model(
+            model, self.preprocessor, export_dir, class_names, task,
+            num_texts=2 if len(columns) == 2 else 1, version=version, overwrite=overwrite,
+            info={"text_columns": columns, **(info or {})},
+        )
+
+    @classmethod
+    def prediction_inputs(cls, info, input_path, text_column=None):
+        import tensorflow as tf
+
+        from sft_keras.errors import DataError
+        from sft_keras.serving.predict import read_texts
+
+        names = list(info["inputs"]["serving_default"])  # ["text"] or ["text", "text_pair"]
+        columns = (tuple(c.strip() for c in text_column.split(",")) if text_column
+                   else tuple(info.get("text_columns") or ("text",)))
+        if len(columns) != len(names):
+            raise DataError(f"The model takes {len(names)} text(s) per example ({names}); "
+                            f"--text_column names {len(columns)}. Received: {text_column!r}")
+
+        def feed(batch):
+            return {n: tf.constant([t[i] for t in batch]) for i, n in enumerate(names)}
+
+        return PredictionInputs(items=read_texts(input_path, columns), feed=feed,
+                                show=lambda t: t[0] if len(t) == 1 else list(t))
+
+
+MODALITIES.register(TextModality.name, TextModality)
