@@ -7,6 +7,8 @@ from sft_keras.models.build import (
     build_image_model,
     build_model,
     build_text_model,
+    find_backbone,
+    freeze_unused_pooler,
 )
 
 __all__ = [
@@ -15,4 +17,6 @@ __all__ = [
     "build_image_model",
     "build_model",
     "build_text_model",
+    "find_backbone",
+    "freeze_unused_pooler",
 ]
