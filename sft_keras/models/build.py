@@ -10,6 +10,7 @@ from sft_keras.backbones import (
     build_image_backbone,
 )
 from sft_keras.data.pipeline import TEXT_INPUTS
+from sft_keras.errors import ConfigError
 from sft_keras.models.heads import add_head
 from sft_keras.tasks import get_task
 
@@ -23,6 +24,69 @@ def apply_freeze_config(backbone, freeze_config):
         freeze_all=freeze_config.backbone,
         freeze_batchnorm=freeze_config.batchnorm,
     )
+
+
+def find_backbone(model):
+    """Returns the backbone of a model built by `build_image_model` or `build_text_model`.
+
+    The backbone is found by type, not by position or name: it is the one
+    top-level layer of `model` that is itself a `keras.Model` (a
+    `keras.applications` model, `small_cnn`, or a keras-hub `Backbone`,
+    which is a `keras.Model` too). Preprocessing, pooling and head layers
+    are plain layers.
+
+    Args:
+        model: a `keras.Model`.
+
+    Returns:
+        The nested backbone `keras.Model`.
+
+    Raises:
+        ConfigError: `model` holds no nested model, or more than one; the
+            message names `model` and what it holds.
+
+    Example:
+
+    >>> from sft_keras.config import get_default_config
+    >>> config = get_default_config()
+    >>> config.model.backbone = "small_cnn"
+    >>> find_backbone(build_image_model(config, num_classes=3)).name
+    'small_cnn'
+    """
+    nested = [layer for layer in getattr(model, "layers", []) if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        found = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in nested)
+        raise ConfigError(
+            f"Expected exactly one nested backbone model (a keras.Model layer) in model "
+            f"{getattr(model, 'name', model)!r}, as build_image_model/build_text_model make; "
+            f"found {len(nested)}{': ' + found if found else ''}."
+        )
+    return nested[0]
+
+
+def freeze_unused_pooler(backbone, pooling):
+    """Freezes a text encoder's [CLS] pooler when `pooling` does not use it.
+
+    keras-hub's BERT computes `pooled_output` with a Dense layer named
+    `pooled_dense`; with `pooling` `"avg"` or `"max"` the head reads
+    `sequence_output` instead, so that layer is not on the path to the
+    output and gets no gradient: it is set non-trainable, as there is
+    nothing to train. Call it after every change of the backbone's
+    trainable layers (freezing, LoRA, a training stage), which may have
+    made it trainable again.
+
+    Args:
+        backbone: a keras-hub encoder (a backbone without `pooled_dense` is
+            left as is).
+        pooling: str. `model.head.pooling`: `"cls"`, `"avg"` or `"max"`.
+
+    Returns:
+        bool: whether a pooler was frozen.
+    """
+    if pooling == "cls" or "pooled_dense" not in [layer.name for layer in backbone.layers]:
+        return False
+    backbone.get_layer("pooled_dense").trainable = False
+    return True
 
 
 def build_augmentation(augment_config):
@@ -133,9 +197,7 @@ def build_text_model(config, backbone, num_classes):
     else:
         apply_freeze_config(backbone, config.model.freeze)
     head = config.model.head
-    if head.pooling != "cls" and "pooled_dense" in [layer.name for layer in backbone.layers]:
-        # The [CLS] pooler is not on the path to the output: nothing to train.
-        backbone.get_layer("pooled_dense").trainable = False
+    freeze_unused_pooler(backbone, head.pooling)
     length = config.data.sequence_length
     inputs = {name: keras.Input((length,), dtype="int32", name=name) for name in TEXT_INPUTS}
     encoded = backbone(inputs)

@@ -2,10 +2,10 @@
 
 LoRA (Hu et al., 2021) freezes every pretrained weight and learns, for chosen
 projections, a low-rank update `(alpha / rank) * A @ B` added to the kernel.
-Keras 3 layers (`Dense`, `EinsumDense`, embeddings) implement it with
-`layer.enable_lora(rank, lora_alpha=...)`; this module picks the layers by
-name, freezes everything else in the backbone (biases included), and handles
-the files:
+Keras 3 layers (`Dense`, `EinsumDense`, embeddings) implement it and
+keras-hub's `Backbone.enable_lora(rank, target_layer_names)` enables it by
+layer name; this module picks the layers by name pattern, freezes everything
+else in the backbone (biases included), and handles the files:
 
 - `enable_lora(backbone, rank, alpha, targets)`: LoRA on the layers whose name
   matches a target pattern (default: the attention `query` and `value`
@@ -32,9 +32,12 @@ import re
 
 import h5py
 import keras
+import keras_hub
 import numpy as np
 
+from sft_keras import patches
 from sft_keras.errors import ConfigError, WeightsError
+from sft_keras.models.build import find_backbone
 
 DEFAULT_TARGETS = ("query", "value")
 _FORMAT = "sft_keras.lora/1"
@@ -43,7 +46,23 @@ _FORMAT = "sft_keras.lora/1"
 def _weighted_layers(backbone):
     # keras-hub's indexing of LoRA layers (Backbone.save_lora_weights): the
     # position in the flattened list of layers that have weights.
-    return [layer for layer in backbone._flatten_layers(include_self=False) if layer.weights]
+    return [layer for layer in patches.flatten_layers(backbone, include_self=False)
+            if layer.weights]
+
+
+def _lora_indices(backbone):
+    """The keras-hub index (`_weighted_layers` position) of each LoRA layer of `backbone`."""
+    return [i for i, layer in enumerate(_weighted_layers(backbone))
+            if getattr(layer, "lora_enabled", False)]
+
+
+def _settings(backbone):
+    """`{"rank", "alpha", "targets"}` of a LoRA backbone; from its layers if not set by `enable_lora`."""
+    settings = getattr(backbone, "_sft_lora", None)
+    if settings:
+        return settings
+    first = lora_layers(backbone)[0]  # LoRA enabled by keras-hub's own enable_lora.
+    return {"rank": first.lora_rank, "alpha": float(first.lora_alpha), "targets": []}
 
 
 def enable_lora(backbone, rank, alpha=None, targets=DEFAULT_TARGETS):
@@ -51,11 +70,15 @@ def enable_lora(backbone, rank, alpha=None, targets=DEFAULT_TARGETS):
 
     Every backbone weight is frozen (kernels, biases, embeddings, norms);
     each layer whose name fully matches one of `targets` (regular
-    expressions, `re.fullmatch`) gets `layer.enable_lora(rank, lora_alpha=alpha)`,
-    whose two matrices are the only trainable backbone weights. `B` starts at
-    zero, so the model's outputs are unchanged until training. The backbone
-    also records the LoRA layers the way keras-hub does, so
-    `backbone.save_lora_weights()` works.
+    expressions, `re.fullmatch`) gets what `layer.enable_lora(rank,
+    lora_alpha=alpha)` gives, two matrices that are the only trainable
+    backbone weights. `B` starts at
+    zero, so the model's outputs are unchanged until training. The patterns
+    are resolved to layer names and passed to keras-hub's
+    `backbone.enable_lora(rank, target_layer_names=...)`, so the backbone
+    records its LoRA layers itself and `backbone.save_lora_weights()` works;
+    keras-hub takes no alpha, so `alpha` is set afterwards
+    (`sft_keras.patches.set_lora_alpha`).
 
     Args:
         backbone: a built keras-hub `Backbone` (e.g. `BertBackbone`).
@@ -72,8 +95,9 @@ def enable_lora(backbone, rank, alpha=None, targets=DEFAULT_TARGETS):
         `"bert_backbone/transformer_layer_0/self_attention_layer/query"`.
 
     Raises:
-        ConfigError: a bad rank or alpha, an invalid pattern, or a pattern
-            that matches no layer that supports LoRA.
+        ConfigError: a bad rank or alpha, an invalid pattern, a pattern
+            that matches no layer that supports LoRA, a backbone that is not
+            a keras-hub `Backbone`, or one that already has LoRA.
 
     Example:
 
@@ -106,7 +130,12 @@ def enable_lora(backbone, rank, alpha=None, targets=DEFAULT_TARGETS):
             raise ConfigError(
                 f"model.lora_targets holds an invalid regular expression ({e}). Received: {pattern!r}"
             ) from None
-    if getattr(backbone, "_lora_enabled_layers", None):
+    if not isinstance(backbone, keras_hub.models.Backbone):
+        raise ConfigError(
+            f"LoRA needs a keras-hub Backbone. Received: backbone {backbone.name!r} of type "
+            f"{type(backbone).__name__}."
+        )
+    if lora_layers(backbone):
         raise ConfigError(f"LoRA is already enabled on backbone {backbone.name!r}.")
 
     layers = _weighted_layers(backbone)
@@ -118,38 +147,48 @@ def enable_lora(backbone, rank, alpha=None, targets=DEFAULT_TARGETS):
                 f"model.lora_targets entry {pattern!r} matches no layer of backbone "
                 f"{backbone.name!r} that supports LoRA. Such layers are named: {names}."
             )
-    backbone.trainable = True
-    for layer in backbone._flatten_layers(include_self=False):
-        layer.trainable = False
-    enabled, paths = [], []
-    for index, layer in enumerate(layers):
-        if hasattr(layer, "enable_lora") and any(r.fullmatch(layer.name) for r in regexes):
-            layer.trainable = True
-            layer.enable_lora(rank, lora_alpha=alpha)
-            # LoRA trains the update only: keep the bias (and anything else) as is.
-            for variable in layer.trainable_weights:
-                if variable is not layer.lora_kernel_a and variable is not layer.lora_kernel_b:
-                    variable.trainable = False
-            enabled.append(index)
-            paths.append(layer.path)
-    backbone._lora_enabled_layers = enabled
-    backbone._lora_rank = rank
+    # keras-hub matches names exactly, on the same layers; each name once.
+    names = sorted({layer.name for layer in capable if any(r.fullmatch(layer.name) for r in regexes)})
+    backbone.enable_lora(rank, target_layer_names=names)  # Freezes the rest of the backbone.
+    paths = []
+    for layer in layers:
+        if not getattr(layer, "lora_enabled", False):
+            continue
+        if alpha is not None:
+            patches.set_lora_alpha(layer, alpha)
+        # LoRA trains the update only: keep the bias (and anything else) as is.
+        for variable in layer.trainable_weights:
+            if variable is not layer.lora_kernel_a and variable is not layer.lora_kernel_b:
+                variable.trainable = False
+        paths.append(layer.path)
     backbone._sft_lora = {"rank": rank, "alpha": float(alpha if alpha is not None else rank),
                           "targets": list(targets)}
     return paths
 
 
 def find_lora_backbone(model):
-    """Returns the LoRA-enabled keras-hub backbone inside `model`, or None."""
-    for layer in model._flatten_layers(include_self=True):
-        if getattr(layer, "_lora_enabled_layers", None):
-            return layer
-    return None
+    """Returns the LoRA-enabled keras-hub backbone of `model` (or `model` itself), or None.
+
+    Args:
+        model: a keras-hub `Backbone`, or a `keras.Model` holding one (found
+            with `sft_keras.models.find_backbone`).
+
+    Returns:
+        The backbone if any of its layers has LoRA enabled, else None.
+    """
+    if isinstance(model, keras_hub.models.Backbone):
+        backbone = model
+    else:
+        try:
+            backbone = find_backbone(model)
+        except ConfigError:
+            return None
+    return backbone if lora_layers(backbone) else None
 
 
 def lora_layers(model):
     """Returns every layer of `model` (nested layers included) with LoRA enabled."""
-    return [layer for layer in model._flatten_layers(include_self=False)
+    return [layer for layer in patches.flatten_layers(model, include_self=False)
             if getattr(layer, "lora_enabled", False)]
 
 
@@ -172,7 +211,7 @@ def lora_summary(model):
     """
     layers = lora_layers(model)
     backbone = find_lora_backbone(model)
-    settings = getattr(backbone, "_sft_lora", None) or {}
+    settings = _settings(backbone) if backbone is not None else {}
     total = _count(model.weights)
     trainable = _count(model.trainable_weights)
     lora = _count([w for layer in layers for w in (layer.lora_kernel_a, layer.lora_kernel_b)])
@@ -225,14 +264,13 @@ def save_lora_weights(model, filepath):
     tmp = os.path.join(directory, f".tmp-{os.path.basename(filepath)}")
     try:
         backbone.save_lora_weights(tmp)
-        settings = getattr(backbone, "_sft_lora", None) or {
-            "rank": backbone._lora_rank, "alpha": float(backbone._lora_rank), "targets": []}
+        settings = _settings(backbone)
         with h5py.File(tmp, "a") as f:
             meta = f.create_group("sft_keras")
             meta.attrs["format"] = _FORMAT
             meta.attrs["settings"] = json.dumps(settings)
             meta.attrs["backbone"] = backbone.name
-            meta.attrs["lora_layers"] = json.dumps(list(backbone._lora_enabled_layers))
+            meta.attrs["lora_layers"] = json.dumps(_lora_indices(backbone))
             head = f.create_group("head")
             for layer in _head_layers(model, backbone):
                 group = head.create_group(layer.name)
@@ -277,15 +315,17 @@ def load_lora_weights(model, filepath):
     settings = read_lora_settings(filepath)
     backbone = find_lora_backbone(model)
     if backbone is None:
-        candidates = [layer for layer in model.layers if hasattr(layer, "save_lora_weights")]
-        if len(candidates) != 1:
-            raise WeightsError(f"Cannot find one keras-hub backbone in model {model.name!r} to "
-                               f"load {filepath!r} into.")
-        backbone = candidates[0]
+        try:
+            backbone = find_backbone(model)
+        except ConfigError as e:
+            raise WeightsError(f"Cannot load {filepath!r}: {e}") from None
+        if not isinstance(backbone, keras_hub.models.Backbone):
+            raise WeightsError(f"Cannot load {filepath!r}: the backbone {backbone.name!r} of model "
+                               f"{model.name!r} is not a keras-hub Backbone.")
         enable_lora(backbone, settings["rank"], settings["alpha"], settings["targets"] or DEFAULT_TARGETS)
         # Functions traced before LoRA existed would skip it (as after `quantize()`).
         model.train_function = model.test_function = model.predict_function = None
-    current = getattr(backbone, "_sft_lora", {"rank": backbone._lora_rank})
+    current = _settings(backbone)
     with h5py.File(filepath, "r") as f:
         stored_layers = json.loads(f["sft_keras"].attrs["lora_layers"])
         for key in ("rank", "alpha"):
@@ -294,7 +334,7 @@ def load_lora_weights(model, filepath):
                     f"LoRA {key} of {filepath!r} is {settings[key]}, but the model was built with "
                     f"model.lora_{key}={current[key]}. Both must match."
                 )
-        if stored_layers != list(backbone._lora_enabled_layers):
+        if stored_layers != _lora_indices(backbone):
             raise WeightsError(
                 f"{filepath!r} holds LoRA for other layers (targets {settings['targets']}) than "
                 f"the model has (targets {current.get('targets')}). Build the model with the "
@@ -354,8 +394,8 @@ def merge_lora(model):
     # from_config rebuilds each layer from its constructor arguments; a keras-hub
     # Backbone's config holds no LoRA, so the clone has none.
     plain = keras.models.clone_model(model)
-    source = [layer for layer in model._flatten_layers(include_self=True)]
-    target = [layer for layer in plain._flatten_layers(include_self=True)]
+    source = patches.flatten_layers(model)
+    target = patches.flatten_layers(plain)
     if [type(s) for s in source] != [type(t) for t in target]:
         raise ValueError(f"Cannot merge LoRA: the copy of {model.name!r} has other layers.")
     for src, dst in zip(source, target):

@@ -557,7 +557,8 @@ class CoreBertTokenizer(tf.Module):
         in_strings = bool(getattr(tokenizer, "special_tokens_in_strings", False))
         if in_strings:
             special = list(getattr(tokenizer, "special_tokens", []) or [])
-            special += list(getattr(tokenizer, "_init_special_tokens", None) or [])
+            # The constructor's extra special tokens: public only through get_config().
+            special += list(tokenizer.get_config().get("special_tokens") or [])
         options = dict(
             vocabulary=tokenizer.get_vocabulary(),
             lowercase=tokenizer.lowercase,

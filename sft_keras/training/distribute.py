@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from sft_keras import patches
 from sft_keras.errors import ConfigError
 from sft_keras.registry import Registry
 
@@ -246,67 +247,42 @@ def output_dir(strategy, workdir):
 
 
 def is_multi_worker(strategy):
-    """True when `strategy` synchronizes several worker processes (TF_CONFIG)."""
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
-        strategy.extended._in_multi_worker_mode()  # noqa: SLF001 (no public accessor)
-    )
+    """True when `strategy` synchronizes several worker processes (TF_CONFIG).
+
+    That is a `MultiWorkerMirroredStrategy` whose cluster has more than one
+    chief/worker task (an evaluator counts the evaluators), what the
+    strategy's private `extended._in_multi_worker_mode()` computes, read from
+    its public `cluster_resolver`.
+
+    Example:
+
+    >>> is_multi_worker(tf.distribute.get_strategy())
+    False
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    resolver = strategy.cluster_resolver
+    cluster = resolver.cluster_spec().as_dict()
+    jobs = ("evaluator",) if resolver.task_type == "evaluator" else ("chief", "worker")
+    return sum(len(cluster.get(job, ())) for job in jobs) > 1
 
 
 def prepare_for_multi_worker_fit(model, strategy):
     """Makes Keras 3's `model.fit`/`evaluate` work under a multi-worker strategy.
 
-    Keras 3.15's TensorFlow trainer fails under `MultiWorkerMirroredStrategy`
-    (keras-team/keras#20585) in two places: (1) `_maybe_symbolic_build`
-    averages the first input batch across workers with one `strategy.reduce`
-    over the whole `(x, y)` structure ("Attempt to convert a value
-    (PerReplica...)"); the batch only gives shapes, so this process's local
-    batch is used instead; (2) step outputs (loss, metrics: scalars) are
-    averaged with `strategy.reduce("MEAN", v, axis=0)`, which rejects 0-d
-    values; they are averaged across workers with `axis=None`, so every
-    worker logs the same numbers and callbacks (early stopping, best
-    checkpoint) decide alike. BatchNormalization layers are switched to
-    `synchronized=True`, so moving statistics stay identical on every worker.
-    Does nothing for other strategies.
+    Under a multi-worker strategy (`is_multi_worker`) this applies
+    `sft_keras.patches.prepare_for_multi_worker_fit` (keras-team/keras#20585:
+    local batch for the symbolic build, per-worker metrics averaged across
+    workers, synchronized BatchNorm), which fails at once on an untested
+    Keras version. Does nothing for other strategies.
 
     Args:
         model: a Keras model built and compiled under `strategy.scope()`.
         strategy: the run's `tf.distribute.Strategy`.
+
+    Returns:
+        `model`.
     """
     if not is_multi_worker(strategy):
-        return model
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    def maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is not None:
-            for _, _, it in iterator:
-                batch = next(it)
-                data_batch = tree.map_structure(
-                    lambda v: self.distribute_strategy.experimental_local_results(v)[0]
-                    if isinstance(v, tf.distribute.DistributedValues) else v,
-                    batch,
-                )
-                break
-        with self.distribute_strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    model._maybe_symbolic_build = maybe_symbolic_build.__get__(model)  # noqa: SLF001
-    # BatchNorm moving statistics are not synchronized variables in Keras 3:
-    # each worker would keep its own. Synchronized BatchNorm computes the batch
-    # moments over the global batch, so every worker keeps the same statistics.
-    for layer in model._flatten_layers():  # noqa: SLF001
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.synchronized = True
-    if not getattr(tf_trainer.reduce_per_replica, "_sft_multi_worker", False):
-        original = tf_trainer.reduce_per_replica
-
-        def reduce_per_replica(values, strategy, reduction):
-            if reduction in ("auto", "mean") and is_multi_worker(strategy):
-                return tree.map_structure(
-                    lambda v: strategy.reduce("MEAN", v, axis=None), values
-                )
-            return original(values, strategy, reduction)
-
-        reduce_per_replica._sft_multi_worker = True
-        tf_trainer.reduce_per_replica = reduce_per_replica
-    return model
+        return model  # Nothing to patch, so no version to check either.
+    return patches.prepare_for_multi_worker_fit(model, strategy)

@@ -21,7 +21,9 @@ import re
 import keras
 from absl import logging
 
+from sft_keras import patches
 from sft_keras.errors import ConfigError
+from sft_keras.models.build import find_backbone
 from sft_keras.registry import Registry
 
 # Variables that weight decay leaves alone, by name: Dense/Conv biases and the scale/offset
@@ -265,19 +267,6 @@ def backbone_blocks(backbone, num_chunks=4):
     return [blocks[k] for k in sorted(blocks)]
 
 
-def find_backbone(model):
-    """Returns the backbone inside a model built by `sft_keras.models`: its nested `keras.Model`.
-
-    Args:
-        model: a `keras.Model` from `build_image_model` or `build_text_model`.
-
-    Returns:
-        The nested model with the most weights, or None if there is none.
-    """
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    return max(nested, key=lambda m: len(m.weights)) if nested else None
-
-
 def layerwise_lr_scales(model, decay):
     """Returns the learning-rate factor of each variable for layer-wise decay.
 
@@ -286,18 +275,20 @@ def layerwise_lr_scales(model, decay):
     the backbone get 1.
 
     Args:
-        model: a `keras.Model` from `sft_keras.models`.
+        model: a `keras.Model` from `sft_keras.models`; its backbone is
+            `sft_keras.models.find_backbone(model)`.
         decay: float in (0, 1].
 
     Returns:
         dict: variable path -> factor, for the backbone's variables only.
+
+    Raises:
+        ConfigError: `model` does not hold exactly one nested backbone.
     """
-    backbone = find_backbone(model)
-    if backbone is None:
-        raise ConfigError(
-            f"train.layerwise_lr_decay needs a model with a nested backbone; model "
-            f"{model.name!r} has none. Received: train.layerwise_lr_decay={decay!r}"
-        )
+    try:
+        backbone = find_backbone(model)
+    except ConfigError as e:
+        raise ConfigError(f"train.layerwise_lr_decay={decay!r}: {e}") from None
     blocks = backbone_blocks(backbone)
     scales = {}
     for index, block in enumerate(blocks):
@@ -307,7 +298,7 @@ def layerwise_lr_scales(model, decay):
     return scales
 
 
-class LayerwiseLearningRate:
+class LayerwiseLearningRate(patches.PerVariableLearningRate):
     """Mixin for a Keras optimizer: each variable is updated at `learning_rate * scale`.
 
     Why a mixin and not `keras.optimizers.MultiOptimizer` (which Keras 3.15
@@ -319,32 +310,16 @@ class LayerwiseLearningRate:
     Why scale the learning rate and not the gradient: Adam and AdamW divide
     by the running RMS of the gradient, so a gradient scaled by `s` gives the
     same update; the learning rate is what sets the step. The decoupled
-    weight decay (`AdamW`, `SGD(weight_decay=...)`) is applied here too, per
-    variable, at the scaled rate, as in the ELECTRA/BEiT recipes.
+    weight decay (`AdamW`, `SGD(weight_decay=...)`) is applied per variable
+    too, at the scaled rate, as in the ELECTRA/BEiT recipes.
+
+    Keras has no public per-variable learning rate: the overrides of its
+    optimizer internals are `sft_keras.patches.PerVariableLearningRate`,
+    which checks the Keras version when the optimizer is created.
 
     Set `lr_scales` (variable path -> factor; missing paths get 1) before
     the optimizer is built. Use `with_layerwise_lr` to make a class.
     """
-
-    lr_scales = None
-
-    def _keras_variable(self, variable):
-        # The TF backend passes the underlying tf.Variable; find its Keras variable.
-        if isinstance(variable, keras.Variable):
-            return variable
-        return self._trainable_variables[self._get_variable_index(variable)]
-
-    def _apply_weight_decay(self, variables):
-        pass  # Applied per variable, at the scaled rate, in `update_step`.
-
-    def update_step(self, gradient, variable, learning_rate):
-        keras_variable = self._keras_variable(variable)
-        scale = (self.lr_scales or {}).get(keras_variable.path, 1.0)
-        lr = keras.ops.cast(learning_rate, variable.dtype) * scale
-        if self.weight_decay is not None and self._use_weight_decay(keras_variable):
-            wd = keras.ops.cast(self.weight_decay, variable.dtype)
-            variable.assign(variable - variable * wd * lr)
-        return super().update_step(gradient, variable, lr)
 
 
 _LAYERWISE_CLASSES = {}
