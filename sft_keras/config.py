@@ -17,9 +17,6 @@ from ml_collections import config_dict
 
 from sft_keras.errors import ConfigError
 
-TASKS = ("classification", "binary", "regression", "multilabel")
-IMAGE_SOURCES = ("image_folder", "csv", "digits")
-TEXT_SOURCES = ("text_file", "text_folder", "tfds", "chatterbot")
 POOLINGS = ("avg", "max", "flatten", "cls")
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 
@@ -337,7 +334,9 @@ def _check_values(c, check_files=True):
 
 
 def _check_top_level(c):
-    _one_of("task", c.task, TASKS)
+    from sft_keras.tasks import TASKS  # The registry of task types.
+
+    _one_of("task", c.task, tuple(TASKS))
     if isinstance(c.seed, bool) or not isinstance(c.seed, int):
         _fail("seed", c.seed, "must be an integer")
 
@@ -367,6 +366,10 @@ def _check_data(c, spec, check_files):
 
 
 def _check_data_source(d, spec, backbone):
+    # The data modules own their source names.
+    from sft_keras.data.images import IMAGE_SOURCES
+    from sft_keras.data.text import TEXT_SOURCES
+
     sources = IMAGE_SOURCES if spec.modality == "image" else TEXT_SOURCES
     if d.source not in sources:
         _fail(

@@ -19,8 +19,9 @@ from absl import logging
 from sft_keras.data.split import split_examples
 from sft_keras.data.folders import list_class_files
 from sft_keras.data.labels import encode_multilabel
-from sft_keras.errors import DataError
+from sft_keras.errors import ConfigError, DataError
 
+IMAGE_SOURCES = ("image_folder", "csv", "digits")  # `data.source` values.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
 
@@ -276,6 +277,7 @@ def load_image_data(data_config, task, seed):
     Raises:
         DataError: no examples, or task='binary' without exactly 2 classes
             (and as the readers do).
+        ConfigError: `data.source` is not one of `IMAGE_SOURCES`.
 
     Example:
 
@@ -288,6 +290,11 @@ def load_image_data(data_config, task, seed):
     >>> data.class_names[:3]
     ['0', '1', '2']
     """
+    if data_config.source not in IMAGE_SOURCES:
+        raise ConfigError(
+            "data.source must be one of " + ", ".join(repr(s) for s in IMAGE_SOURCES)
+            + f" for image data. Received: data.source={data_config.source!r}"
+        )
     if data_config.source == "digits":
         examples = load_digits()
         if task == "regression":  # Regress the digit's value.

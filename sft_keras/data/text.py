@@ -27,9 +27,9 @@ from sft_keras.data.folders import list_class_files
 from sft_keras.data.labels import encode_multilabel
 from sft_keras.data.split import limit_examples, split_examples
 from sft_keras.errors import ConfigError, DataError
+from sft_keras.tasks import TASKS
 
-TEXT_SOURCES = ("text_file", "text_folder", "tfds", "chatterbot")
-TASKS = ("classification", "binary", "regression", "multilabel")
+TEXT_SOURCES = ("text_file", "text_folder", "tfds", "chatterbot")  # `data.source` values.
 # Extension -> format of `read_text_table`.
 TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 TEXT_TABLE_EXTENSIONS = tuple(TABLE_FORMATS)
