@@ -55,6 +55,10 @@ def get_default_config():
     # the training examples is held out (stratified, deterministic by `seed`).
     c.data.validation_path = ""
     c.data.validation_split = 0.2
+    # Train on a seeded subset of N training examples, drawn after the
+    # train/validation split (stratified for classification; validation keeps
+    # all its examples). Images and text alike; 0: all.
+    c.data.max_train_examples = 0
     c.data.image_size = (32, 32)  # (height, width) the images are resized to.
     c.data.path_column = "path"  # CSV only: column with image paths.
     c.data.label_column = "label"  # CSV only: column with labels.
@@ -72,8 +76,6 @@ def get_default_config():
     c.data.text_columns = ("text",)
     c.data.validation_text_columns = ()
     c.data.sequence_length = 128  # Tokens per example, [CLS] and [SEP] included.
-    # Train on a seeded, stratified subset of N training examples (0: all).
-    c.data.max_train_examples = 0
     # TFDS ('tfds' source): dataset name, the data_dir holding prepared data,
     # splits, and the feature keys. Never downloads unless tfds_download=True.
     c.data.tfds_name = ""
@@ -361,6 +363,7 @@ def _check_data(c, spec, check_files):
         _check_image_data(d)
     else:
         _check_text_data(d)
+    _int_at_least("data.max_train_examples", d.max_train_examples, 0)
     if d.source == "tfds" and not d.tfds_name:
         _fail("data.tfds_name", d.tfds_name, "must name a TFDS dataset when data.source='tfds'")
 
@@ -423,7 +426,6 @@ def _check_text_data(d):
             f"must name as many columns as data.text_columns={tuple(columns)}",
         )
     _int_at_least("data.sequence_length", d.sequence_length, 4)
-    _int_at_least("data.max_train_examples", d.max_train_examples, 0)
 
 
 def _check_model(m, spec, check_files):

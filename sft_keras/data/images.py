@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from sft_keras.data.split import split_examples
+from sft_keras.data.split import limit_examples, split_examples
 from sft_keras.data.folders import list_class_files
 from sft_keras.data.labels import encode_multilabel
 from sft_keras.errors import ConfigError, DataError
@@ -264,12 +264,14 @@ def load_image_data(data_config, task, seed):
     otherwise `data.path` is an image folder (one subfolder per class) or a
     CSV manifest. Validation examples come from `data.validation_path` when
     set, else are `data.validation_split` of the examples (stratified for
-    classification, seeded).
+    classification, seeded). Then, when `data.max_train_examples` > 0, only
+    that many training examples are kept (a stratified, seeded subset;
+    validation is not reduced).
 
     Args:
         data_config: the `data` part of a validated config.
         task: str. The `task` config value.
-        seed: int. Seed of the train/validation split.
+        seed: int. Seed of the train/validation split and of the subset.
 
     Returns:
         `ImageData`.
@@ -316,4 +318,5 @@ def load_image_data(data_config, task, seed):
             examples, data_config.validation_split, seed,
             stratify=task not in ("regression", "multilabel"),
         )
+    train = limit_examples(train, data_config.max_train_examples, seed)
     return ImageData(train=train, validation=validation, class_names=examples.class_names)
