@@ -17,7 +17,6 @@ from ml_collections import config_dict
 
 from sft_keras.errors import ConfigError
 
-POOLINGS = ("avg", "max", "flatten", "cls")
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 
 
