@@ -196,7 +196,7 @@ def get_default_config():
     # 'default' (no distribution), 'one_device', 'mirrored' (all local GPUs),
     # 'multi_worker_mirrored' (workers from TF_CONFIG), 'tpu', or 'auto'
     # (mirrored with >1 GPU, one_device with 1, default otherwise). See
-    # sft_keras/distribute.py; train.batch_size is the global batch.
+    # sft_keras/training/distribute.py; train.batch_size is the global batch.
     c.runtime.strategy = "default"
     c.runtime.tpu = ""  # strategy='tpu': TPU name or grpc:// address; "" auto-detects.
     # 'float32', 'mixed_bfloat16' (TPU, Ampere+ GPUs) or 'mixed_float16' (older
