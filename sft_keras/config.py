@@ -17,10 +17,6 @@ from ml_collections import config_dict
 
 from sft_keras.errors import ConfigError
 
-TASKS = ("classification", "binary", "regression", "multilabel")
-IMAGE_SOURCES = ("image_folder", "csv", "digits")
-TEXT_SOURCES = ("text_file", "text_folder", "tfds", "chatterbot")
-POOLINGS = ("avg", "max", "flatten", "cls")
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 
 
@@ -58,6 +54,10 @@ def get_default_config():
     # the training examples is held out (stratified, deterministic by `seed`).
     c.data.validation_path = ""
     c.data.validation_split = 0.2
+    # Train on a seeded subset of N training examples, drawn after the
+    # train/validation split (stratified for classification; validation keeps
+    # all its examples). Images and text alike; 0: all.
+    c.data.max_train_examples = 0
     c.data.image_size = (32, 32)  # (height, width) the images are resized to.
     c.data.path_column = "path"  # CSV only: column with image paths.
     c.data.label_column = "label"  # CSV only: column with labels.
@@ -75,8 +75,6 @@ def get_default_config():
     c.data.text_columns = ("text",)
     c.data.validation_text_columns = ()
     c.data.sequence_length = 128  # Tokens per example, [CLS] and [SEP] included.
-    # Train on a seeded, stratified subset of N training examples (0: all).
-    c.data.max_train_examples = 0
     # TFDS ('tfds' source): dataset name, the data_dir holding prepared data,
     # splits, and the feature keys. Never downloads unless tfds_download=True.
     c.data.tfds_name = ""
@@ -198,7 +196,7 @@ def get_default_config():
     # 'default' (no distribution), 'one_device', 'mirrored' (all local GPUs),
     # 'multi_worker_mirrored' (workers from TF_CONFIG), 'tpu', or 'auto'
     # (mirrored with >1 GPU, one_device with 1, default otherwise). See
-    # sft_keras/distribute.py; train.batch_size is the global batch.
+    # sft_keras/training/distribute.py; train.batch_size is the global batch.
     c.runtime.strategy = "default"
     c.runtime.tpu = ""  # strategy='tpu': TPU name or grpc:// address; "" auto-detects.
     # 'float32', 'mixed_bfloat16' (TPU, Ampere+ GPUs) or 'mixed_float16' (older
@@ -307,26 +305,84 @@ def _is_number(text):
     return True
 
 
-def _check_values(c, check_files=True):
-    from sft_keras import backbones  # Registries.
-    from sft_keras.training import distribute
-    from sft_keras.training import optimizers
+def _int_at_least(key, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(key, value, f"must be an integer >= {minimum}")
 
-    _one_of("task", c.task, TASKS)
+
+def _fraction(key, value):
+    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        _fail(key, value, "must be a number in [0, 1)")
+
+
+def _non_negative(key, value, note=""):
+    if not isinstance(value, (int, float)) or value < 0:
+        _fail(key, value, f"must be a number >= 0{note}")
+
+
+def _check_values(c, check_files=True):
+    # One checker per config section, in the order the sections are read; the
+    # first problem raises.
+    from sft_keras import backbones  # Registries.
+
+    _check_top_level(c)
+    spec = backbones.get_backbone_spec(c.model.backbone)  # Raises, listing the known names.
+    _check_data(c, spec, check_files)
+    _check_model(c.model, spec, check_files)
+    _check_train(c)
+    _check_runtime(c.runtime)
+    # export.enabled is a bool; `_merge_values` already checked its type.
+
+
+def _check_top_level(c):
+    from sft_keras.tasks import TASKS  # The registry of task types.
+
+    _one_of("task", c.task, tuple(TASKS))
     if isinstance(c.seed, bool) or not isinstance(c.seed, int):
         _fail("seed", c.seed, "must be an integer")
 
-    m = c.model
-    spec = backbones.get_backbone_spec(m.backbone)  # Raises, listing the known names.
+
+def _check_data(c, spec, check_files):
     d = c.data
+    _check_data_source(d, spec, c.model.backbone)
+    _check_data_files(d, check_files)
+    if not d.validation_path and not (d.source == "tfds" and d.tfds_validation_split):
+        if not 0.0 < d.validation_split < 1.0:
+            _fail("data.validation_split", d.validation_split, "must be in (0, 1)")
+    _positive_int("data.shuffle_buffer", d.shuffle_buffer)
+    if c.task == "multilabel" and d.source not in ("text_file", "csv"):
+        _fail("data.source", d.source,
+              "cannot hold several labels per example for task='multilabel'; use 'text_file' "
+              "(text) or 'csv' (images)")
+    if not isinstance(d.label_separator, str) or not d.label_separator:
+        _fail("data.label_separator", d.label_separator, "must be a non-empty string")
+    if c.task == "regression" and d.source in ("image_folder", "text_folder", "chatterbot"):
+        _fail("data.source", d.source, "cannot hold numeric labels for task='regression'")
+    if spec.modality == "image":
+        _check_image_data(d)
+    else:
+        _check_text_data(d)
+    _int_at_least("data.max_train_examples", d.max_train_examples, 0)
+    if d.source == "tfds" and not d.tfds_name:
+        _fail("data.tfds_name", d.tfds_name, "must name a TFDS dataset when data.source='tfds'")
+
+
+def _check_data_source(d, spec, backbone):
+    # The data modules own their source names.
+    from sft_keras.data.images import IMAGE_SOURCES
+    from sft_keras.data.text import TEXT_SOURCES
+
     sources = IMAGE_SOURCES if spec.modality == "image" else TEXT_SOURCES
     if d.source not in sources:
         _fail(
             "data.source",
             d.source,
             f"must be one of {', '.join(repr(s) for s in sources)} for the {spec.modality} "
-            f"backbone model.backbone={m.backbone!r}",
+            f"backbone model.backbone={backbone!r}",
         )
+
+
+def _check_data_files(d, check_files):
     if d.source in ("image_folder", "csv", "text_file", "text_folder"):
         if not d.path:
             _fail("data.path", d.path, f"must be set when data.source={d.source!r}")
@@ -341,70 +397,46 @@ def _check_values(c, check_files=True):
             _fail("data.path", d.path, "must be a CSV, TSV or JSONL file")
     if check_files and d.validation_path and not os.path.exists(d.validation_path):
         _fail("data.validation_path", d.validation_path, "does not exist")
-    if not d.validation_path and not (d.source == "tfds" and d.tfds_validation_split):
-        if not 0.0 < d.validation_split < 1.0:
-            _fail("data.validation_split", d.validation_split, "must be in (0, 1)")
-    _positive_int("data.shuffle_buffer", d.shuffle_buffer)
-    if c.task == "multilabel" and d.source not in ("text_file", "csv"):
-        _fail("data.source", d.source,
-              "cannot hold several labels per example for task='multilabel'; use 'text_file' "
-              "(text) or 'csv' (images)")
-    if not isinstance(d.label_separator, str) or not d.label_separator:
-        _fail("data.label_separator", d.label_separator, "must be a non-empty string")
-    if c.task == "regression" and d.source in ("image_folder", "text_folder", "chatterbot"):
-        _fail("data.source", d.source, "cannot hold numeric labels for task='regression'")
 
+
+def _check_image_data(d):
+    size = tuple(d.image_size) if isinstance(d.image_size, (tuple, list)) else None
+    if (
+        size is None
+        or len(size) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 32 for s in size)
+    ):
+        _fail("data.image_size", d.image_size, "must be (height, width), each an integer >= 32")
+    _one_of("data.augment.flip", d.augment.flip, FLIP_MODES)
+    for key in ("rotation", "zoom"):
+        _fraction(f"data.augment.{key}", d.augment[key])
+
+
+def _check_text_data(d):
+    columns = d.text_columns
+    if isinstance(columns, str) or len(columns) not in (1, 2) or not all(
+        isinstance(col, str) and col for col in columns
+    ):
+        _fail("data.text_columns", columns, "must be a tuple of one or two column names")
+    if d.validation_text_columns and len(d.validation_text_columns) != len(columns):
+        _fail(
+            "data.validation_text_columns",
+            d.validation_text_columns,
+            f"must name as many columns as data.text_columns={tuple(columns)}",
+        )
+    _int_at_least("data.sequence_length", d.sequence_length, 4)
+
+
+def _check_model(m, spec, check_files):
     if spec.modality == "image":
-        size = tuple(d.image_size) if isinstance(d.image_size, (tuple, list)) else None
-        if (
-            size is None
-            or len(size) != 2
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 32 for s in size)
-        ):
-            _fail("data.image_size", d.image_size, "must be (height, width), each an integer >= 32")
-        _one_of("data.augment.flip", d.augment.flip, FLIP_MODES)
-        for key in ("rotation", "zoom"):
-            value = d.augment[key]
-            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                _fail(f"data.augment.{key}", value, "must be a number in [0, 1)")
-        if m.weights not in (None, "imagenet"):
-            if not isinstance(m.weights, str) or (check_files and not os.path.isfile(m.weights)):
-                _fail(
-                    "model.weights",
-                    m.weights,
-                    "must be None, 'imagenet', or the path of an existing weights file",
-                )
-            if not m.weights.endswith(".h5"):
-                _fail("model.weights", m.weights, "must be a Keras weights file ending in .h5")
+        _check_image_weights(m.weights, check_files)
         _one_of("model.head.pooling", m.head.pooling, ("avg", "max", "flatten"))
     else:
-        columns = d.text_columns
-        if isinstance(columns, str) or len(columns) not in (1, 2) or not all(
-            isinstance(col, str) and col for col in columns
-        ):
-            _fail("data.text_columns", columns, "must be a tuple of one or two column names")
-        if d.validation_text_columns and len(d.validation_text_columns) != len(columns):
-            _fail(
-                "data.validation_text_columns",
-                d.validation_text_columns,
-                f"must name as many columns as data.text_columns={tuple(columns)}",
-            )
-        if isinstance(d.sequence_length, bool) or not isinstance(d.sequence_length, int) or (
-            d.sequence_length < 4
-        ):
-            _fail("data.sequence_length", d.sequence_length, "must be an integer >= 4")
-        if isinstance(d.max_train_examples, bool) or not isinstance(d.max_train_examples, int) or (
-            d.max_train_examples < 0
-        ):
-            _fail("data.max_train_examples", d.max_train_examples, "must be an integer >= 0")
-        if d.source == "tfds" and not d.tfds_name:
-            _fail("data.tfds_name", d.tfds_name, "must name a TFDS dataset when data.source='tfds'")
         if not m.preset:
             _fail("model.preset", m.preset, "must name a keras-hub preset or a local folder")
         if m.weights is not None:
             _fail("model.weights", m.weights, "is for image backbones; use model.preset for text")
         _one_of("model.head.pooling", m.head.pooling, ("avg", "max", "cls"))
-
     if m.freeze.until is not None and (
         isinstance(m.freeze.until, bool) or not isinstance(m.freeze.until, int)
     ):
@@ -416,38 +448,61 @@ def _check_values(c, check_files=True):
     _check_lora(m, spec)
     for units in m.head.hidden_units:
         _positive_int("model.head.hidden_units[i]", units)
-    if not isinstance(m.head.dropout, (int, float)) or not 0.0 <= m.head.dropout < 1.0:
-        _fail("model.head.dropout", m.head.dropout, "must be a number in [0, 1)")
-    if not isinstance(m.head.l2, (int, float)) or m.head.l2 < 0:
-        _fail("model.head.l2", m.head.l2, "must be a number >= 0 (0: off)")
+    _fraction("model.head.dropout", m.head.dropout)
+    _non_negative("model.head.l2", m.head.l2, " (0: off)")
+
+
+def _check_image_weights(weights, check_files):
+    if weights in (None, "imagenet"):
+        return
+    if not isinstance(weights, str) or (check_files and not os.path.isfile(weights)):
+        _fail("model.weights", weights,
+              "must be None, 'imagenet', or the path of an existing weights file")
+    if not weights.endswith(".h5"):
+        _fail("model.weights", weights, "must be a Keras weights file ending in .h5")
+
+
+def _check_train(c):
+    from sft_keras.models.freezing import parse_stages
+    from sft_keras.tasks import get_task
 
     t = c.train
+    _check_train_optimizer(t)
+    _check_train_targets(c)
+    _int_at_least("train.early_stopping_patience", t.early_stopping_patience, 0)
+    _one_of("train.monitor", t.monitor, get_task(c.task).monitors)
+    parse_stages(t.stages)  # Raises a ConfigError naming the stage and the format.
+
+
+def _check_train_optimizer(t):
+    from sft_keras.training import optimizers
+
     _positive_int("train.epochs", t.epochs)
     _positive_int("train.batch_size", t.batch_size)
     optimizers.OPTIMIZERS.get(t.optimizer)
     if not isinstance(t.learning_rate, (int, float)) or t.learning_rate <= 0:
         _fail("train.learning_rate", t.learning_rate, "must be a positive number")
-    if not isinstance(t.weight_decay, (int, float)) or t.weight_decay < 0:
-        _fail("train.weight_decay", t.weight_decay, "must be a number >= 0")
+    _non_negative("train.weight_decay", t.weight_decay)
     optimizers.SCHEDULES.get(t.schedule)
-    if isinstance(t.warmup_steps, bool) or not isinstance(t.warmup_steps, int) or (
-        t.warmup_steps < 0
-    ):
-        _fail("train.warmup_steps", t.warmup_steps, "must be an integer >= 0")
+    _int_at_least("train.warmup_steps", t.warmup_steps, 0)
     for key in ("warmup_fraction", "min_lr_ratio"):
-        if not isinstance(t[key], (int, float)) or not 0.0 <= t[key] < 1.0:
-            _fail(f"train.{key}", t[key], "must be a number in [0, 1)")
+        _fraction(f"train.{key}", t[key])
     for key in ("clipnorm", "global_clipnorm"):
-        if not isinstance(t[key], (int, float)) or t[key] < 0:
-            _fail(f"train.{key}", t[key], "must be a number >= 0 (0: no clipping)")
+        _non_negative(f"train.{key}", t[key], " (0: no clipping)")
     if t.clipnorm and t.global_clipnorm:
         _fail("train.global_clipnorm", t.global_clipnorm,
               f"cannot be set together with train.clipnorm={t.clipnorm!r}; set one to 0")
     _positive_int("train.gradient_accumulation_steps", t.gradient_accumulation_steps)
     if not isinstance(t.layerwise_lr_decay, (int, float)) or not 0.0 <= t.layerwise_lr_decay <= 1.0:
         _fail("train.layerwise_lr_decay", t.layerwise_lr_decay, "must be a number in [0, 1] (1 or 0: off)")
-    if not isinstance(t.label_smoothing, (int, float)) or not 0.0 <= t.label_smoothing < 1.0:
-        _fail("train.label_smoothing", t.label_smoothing, "must be a number in [0, 1)")
+
+
+def _check_train_targets(c):
+    # The keys that shape the loss's targets and the predicted labels, per task.
+    from sft_keras.tasks import parse_thresholds
+
+    t = c.train
+    _fraction("train.label_smoothing", t.label_smoothing)
     if t.label_smoothing and c.task == "regression":
         _fail("train.label_smoothing", t.label_smoothing,
               "is for classification, binary and multilabel tasks, not task='regression'; "
@@ -464,28 +519,20 @@ def _check_values(c, check_files=True):
         0.0 < t.multilabel_threshold < 1.0
     ):
         _fail("train.multilabel_threshold", t.multilabel_threshold, "must be a number in (0, 1)")
-    from sft_keras.tasks import parse_thresholds
-
     parse_thresholds(t.multilabel_thresholds)  # Syntax and range; label names need the data.
     if t.multilabel_thresholds.strip() and c.task != "multilabel":
         _fail("train.multilabel_thresholds", t.multilabel_thresholds,
               f"is for task='multilabel', not task={c.task!r}; set it to ''")
-    if isinstance(t.early_stopping_patience, bool) or not isinstance(
-        t.early_stopping_patience, int
-    ) or t.early_stopping_patience < 0:
-        _fail("train.early_stopping_patience", t.early_stopping_patience, "must be an integer >= 0")
-    from sft_keras.tasks import get_task
 
-    _one_of("train.monitor", t.monitor, get_task(c.task).monitors)
-    from sft_keras.models.freezing import parse_stages
 
-    parse_stages(t.stages)  # Raises a ConfigError naming the stage and the format.
+def _check_runtime(r):
+    from sft_keras.training import distribute
 
-    distribute.STRATEGIES.get(c.runtime.strategy)
-    if not isinstance(c.runtime.tpu, str):
-        _fail("runtime.tpu", c.runtime.tpu, "must be a TPU name or address (a string)")
-    _one_of("runtime.precision", c.runtime.precision, distribute.PRECISIONS)
-    distribute.jit_compile_arg(c.runtime)
+    distribute.STRATEGIES.get(r.strategy)
+    if not isinstance(r.tpu, str):
+        _fail("runtime.tpu", r.tpu, "must be a TPU name or address (a string)")
+    _one_of("runtime.precision", r.precision, distribute.PRECISIONS)
+    distribute.jit_compile_arg(r)
 
 
 def _check_lora(m, spec):

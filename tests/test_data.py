@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sft_keras.config import get_default_config
+from sft_keras.config import get_default_config, validate_config
 from sft_keras.data import (
     check_images_decode,
     load_digits,
@@ -17,7 +17,7 @@ from sft_keras.data import (
     read_image_folder,
     split_examples,
 )
-from sft_keras.errors import DataError
+from sft_keras.errors import ConfigError, DataError
 
 SIZE = 16  # Pixels per side of the generated images.
 
@@ -449,6 +449,28 @@ def test_load_image_data_image_folder_splits(tmp_path):
     assert data.class_names == ["a", "b"]
     assert len(data.train) == 8 and len(data.validation) == 2
     np.testing.assert_array_equal(np.bincount(data.validation.labels), [1, 1])
+
+
+def test_load_image_data_max_train_examples_caps_the_training_split(tmp_path):
+    config = get_default_config()
+    config.data.source = "image_folder"
+    config.data.path = make_folder(tmp_path / "imgs", {"a": 10, "b": 5})
+    config.data.validation_split = 0.2
+    full = load_image_data(config.data, config.task, config.seed)
+    assert len(full.train) == 12 and len(full.validation) == 3
+
+    config.data.max_train_examples = 6
+    validate_config(config)  # An image config accepts the key, as a text config does.
+    data = load_image_data(config.data, config.task, config.seed)
+    assert len(data.train) == 6
+    assert np.bincount(data.train.labels).tolist() == [4, 2]  # Stratified: 8:4 -> 4:2.
+    assert set(data.train.images) <= set(full.train.images)
+    assert data.validation.images == full.validation.images  # Validation is not reduced.
+    assert load_image_data(config.data, config.task, config.seed).train.images == data.train.images
+
+    config.data.max_train_examples = -1
+    with pytest.raises(ConfigError, match=r"data\.max_train_examples must be an integer >= 0"):
+        validate_config(config)
 
 
 def test_load_image_data_validation_folder(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from sft_keras.errors import DataError, ExportError
-from sft_keras.serving.predict import predict_file, resolve_export
+from sft_keras.serving.predict import predict_file, read_texts, resolve_export
 
 from conftest import run_cli
 
@@ -67,6 +67,31 @@ def test_text_inputs_csv_txt_jsonl(tiny_text_run, tmp_path):
         r["label"] for r in from_csv[:4]]
     with pytest.raises(DataError, match=r"texts.jsonl:1: no key 'text' \(--text_column\)"):
         list(predict_file(export, str(jsonl)))
+
+
+def test_read_texts_reads_tables_with_the_training_data_reader(tmp_path):
+    table = tmp_path / "in.csv"
+    table.write_text('id,review\n1,"good, really"\n2,\n')
+    assert read_texts(str(table), ("review",)) == [("good, really",), ("",)]  # Empty: predicted.
+    with pytest.raises(DataError, match=r"in\.csv' has no column 'text' \(--text_column\)"):
+        read_texts(str(table))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text\nok\na,b\n")
+    with pytest.raises(DataError, match=r"bad\.csv:3: 2 field\(s\), but the header has 1"):
+        read_texts(str(bad))
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"text": "a"}\n{"text": 5}\n')
+    with pytest.raises(DataError, match=r"in\.jsonl:2: text column 'text' must hold a string"):
+        read_texts(str(jsonl))
+    txt = tmp_path / "in.txt"
+    txt.write_text("one\n\n  \ntwo\n")
+    assert read_texts(str(txt)) == [("one",), ("two",)]  # Blank lines skipped.
+    with pytest.raises(DataError, match="takes text pairs"):
+        read_texts(str(txt), ("a", "b"))
+    packed = tmp_path / "in.csv.gz"
+    packed.write_text("x")
+    with pytest.raises(DataError, match=r"Accepted: \.txt .*\.csv, \.tsv"):
+        read_texts(str(packed))
 
 
 def test_export_base_picks_the_highest_version(tiny_image_run, tmp_path):

@@ -19,6 +19,7 @@ from sft_keras.data import (
     load_chatterbot_topics,
     load_text_data,
     load_tfds_text,
+    read_text_columns,
     read_text_folder,
     read_text_table,
     split_examples,
@@ -377,6 +378,29 @@ def test_read_table_unknown_task_raises(tmp_path):
     path = write_text(tmp_path / "t.csv", "text,label\na,b\n")
     with pytest.raises(ConfigError, match=r"task must be one of"):
         read_text_table(path, task="ranking")
+
+
+
+# --- read_text_columns: texts without labels ----------------------------------------
+
+
+def test_read_text_columns_reads_pairs_and_ignores_other_columns(tmp_path):
+    path = write_text(tmp_path / "t.tsv", "id\tb\ta\n1\t second \tfirst\n")
+    assert read_text_columns(path, ("a", "b")) == [("first", "second")]
+    jsonl = write_text(tmp_path / "t.jsonl", '{"text": " x ", "id": 1}\n\n{"text": "y"}\n')
+    assert read_text_columns(jsonl) == [("x",), ("y",)]
+
+
+def test_read_text_columns_errors_name_file_line_and_key(tmp_path):
+    path = write_text(tmp_path / "t.csv", "text,id\nok,1\n,2\n")
+    with pytest.raises(DataError, match=where(path, 3) + " empty text in column 'text'"):
+        read_text_columns(path)
+    assert read_text_columns(path, allow_empty=True) == [("ok",), ("",)]
+    with pytest.raises(DataError, match=r"no column 'review' \(--text_column\)"):
+        read_text_columns(path, ("review",), key="--text_column")
+    jsonl = write_text(tmp_path / "t.jsonl", '{"text": "a"}\n{"txt": "b"}\n')
+    with pytest.raises(DataError, match=where(jsonl, 2) + r" no key 'text' \(--text_column\)"):
+        read_text_columns(jsonl, key="--text_column")
 
 
 # --- read_text_folder -----------------------------------------------------------
@@ -842,10 +866,10 @@ def test_load_text_data_validation_file_with_other_columns(tmp_path):
 
     # Without validation_text_columns, the validation file is read with 'sentence'.
     config.data.validation_text_columns = ()
-    with pytest.raises(DataError, match=r"no column 'sentence' \(data\.text_columns\)"):
+    with pytest.raises(DataError, match=r"no key 'sentence' \(data\.text_columns\)"):
         load_text_data(config.data, config.task, config.seed)
     config.data.validation_text_columns = ("text",)
-    with pytest.raises(DataError, match=r"no column 'text' \(data\.validation_text_columns\)"):
+    with pytest.raises(DataError, match=r"no key 'text' \(data\.validation_text_columns\)"):
         load_text_data(config.data, config.task, config.seed)
     config.data.validation_text_columns = ("review", "other")
     with pytest.raises(ConfigError, match=r"as many columns as data\.text_columns"):

@@ -20,6 +20,7 @@ from sft_keras.data.text import (
     load_chatterbot_topics,
     load_text_data,
     load_tfds_text,
+    read_text_columns,
     read_text_folder,
     read_text_table,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "make_text_dataset",
     "read_csv_manifest",
     "read_image_folder",
+    "read_text_columns",
     "read_text_folder",
     "read_text_table",
     "split_examples",

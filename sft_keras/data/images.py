@@ -16,11 +16,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from sft_keras.data.split import split_examples
+from sft_keras.data.split import limit_examples, split_examples
 from sft_keras.data.folders import list_class_files
 from sft_keras.data.labels import encode_multilabel
-from sft_keras.errors import DataError
+from sft_keras.errors import ConfigError, DataError
 
+IMAGE_SOURCES = ("image_folder", "csv", "digits")  # `data.source` values.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
 
@@ -263,12 +264,14 @@ def load_image_data(data_config, task, seed):
     otherwise `data.path` is an image folder (one subfolder per class) or a
     CSV manifest. Validation examples come from `data.validation_path` when
     set, else are `data.validation_split` of the examples (stratified for
-    classification, seeded).
+    classification, seeded). Then, when `data.max_train_examples` > 0, only
+    that many training examples are kept (a stratified, seeded subset;
+    validation is not reduced).
 
     Args:
         data_config: the `data` part of a validated config.
         task: str. The `task` config value.
-        seed: int. Seed of the train/validation split.
+        seed: int. Seed of the train/validation split and of the subset.
 
     Returns:
         `ImageData`.
@@ -276,6 +279,7 @@ def load_image_data(data_config, task, seed):
     Raises:
         DataError: no examples, or task='binary' without exactly 2 classes
             (and as the readers do).
+        ConfigError: `data.source` is not one of `IMAGE_SOURCES`.
 
     Example:
 
@@ -288,6 +292,11 @@ def load_image_data(data_config, task, seed):
     >>> data.class_names[:3]
     ['0', '1', '2']
     """
+    if data_config.source not in IMAGE_SOURCES:
+        raise ConfigError(
+            "data.source must be one of " + ", ".join(repr(s) for s in IMAGE_SOURCES)
+            + f" for image data. Received: data.source={data_config.source!r}"
+        )
     if data_config.source == "digits":
         examples = load_digits()
         if task == "regression":  # Regress the digit's value.
@@ -309,4 +318,5 @@ def load_image_data(data_config, task, seed):
             examples, data_config.validation_split, seed,
             stratify=task not in ("regression", "multilabel"),
         )
+    train = limit_examples(train, data_config.max_train_examples, seed)
     return ImageData(train=train, validation=validation, class_names=examples.class_names)

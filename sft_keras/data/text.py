@@ -27,9 +27,9 @@ from sft_keras.data.folders import list_class_files
 from sft_keras.data.labels import encode_multilabel
 from sft_keras.data.split import limit_examples, split_examples
 from sft_keras.errors import ConfigError, DataError
+from sft_keras.tasks import TASKS
 
-TEXT_SOURCES = ("text_file", "text_folder", "tfds", "chatterbot")
-TASKS = ("classification", "binary", "regression", "multilabel")
+TEXT_SOURCES = ("text_file", "text_folder", "tfds", "chatterbot")  # `data.source` values.
 # Extension -> format of `read_text_table`.
 TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 TEXT_TABLE_EXTENSIONS = tuple(TABLE_FORMATS)
@@ -214,10 +214,74 @@ def read_text_table(path, text_columns=("text",), label_column="label", task="cl
                        label_separator)
 
 
+def read_text_columns(path, columns=("text",), key="data.text_columns", allow_empty=False):
+    """Reads the text column(s) of a CSV, TSV or JSON lines table, without labels.
+
+    The parsing and checks of `read_text_table` (format by extension, UTF-8,
+    a header row with every column, field counts, one JSON object per
+    line), for a table whose other columns do not matter, such as the
+    inputs of `sft-predict`.
+
+    Args:
+        path: str. The file: `.csv`, `.tsv`/`.tab` or `.jsonl`/`.json`.
+        columns: tuple of 1 column name, or 2 for sentence pairs.
+        key: str. What names `columns` in error messages: the config key or
+            the flag, e.g. `"--text_column"`.
+        allow_empty: bool. Keep an empty text (or a JSON `null`) as `""`
+            instead of raising.
+
+    Returns:
+        list of tuples of str (one, or two for pairs), stripped of leading
+        and trailing whitespace, in file order.
+
+    Raises:
+        DataError: as `read_text_table` does, naming the file and line.
+        ConfigError: `columns` does not name 1 or 2 columns.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "texts.tsv")
+    >>> _ = open(path, "w").write("id\\ttext\\n1\\tgreat film\\n2\\t awful \\n")
+    >>> read_text_columns(path)
+    [('great film',), ('awful',)]
+    """
+    columns = _check_text_columns(columns, key)
+    path, rows = _table_rows(path, columns, None, key)
+    return [_row_texts(path, line, columns, values, allow_empty) for line, values, _ in rows]
+
+
 def _read_table(path, text_columns, label_column, task, class_names, columns_key,
                 label_separator="|"):
     _check_task(task)
     text_columns = _check_text_columns(text_columns, columns_key)
+    path, rows = _table_rows(path, text_columns, label_column, columns_key)
+    texts, raw_labels = [], []
+    for line, values, label in rows:
+        texts.append(_row_texts(path, line, text_columns, values))
+        if isinstance(label, tuple):  # A JSON list.
+            if task != "multilabel":
+                raise DataError(
+                    f"{path}:{line}: label must be a string or a number (a list of labels "
+                    f"needs task='multilabel'). Received: {label_column}={list(label)!r}"
+                )
+            if not label:
+                raise DataError(f"{path}:{line}: empty {label_column!r} list.")
+        elif label is None or label.strip() == "":
+            raise DataError(f"{path}:{line}: empty {label_column!r} value.")
+        raw_labels.append((line, label if isinstance(label, tuple) else label.strip()))
+    where = lambda line: f"{path}:{line}"  # noqa: E731
+    if task == "multilabel":
+        labels, class_names = encode_multilabel(
+            raw_labels, class_names, where, label_column, label_separator
+        )
+    else:
+        labels, class_names = _encode_labels(raw_labels, task, class_names, where, label_column)
+    return TextExamples(_texts_array(texts), labels, class_names)
+
+
+def _table_rows(path, text_columns, label_column, columns_key):
+    """Returns `(path, rows)`: rows of `(line, text values, label)`; label None without a column."""
     path = os.fspath(path)
     fmt = TABLE_FORMATS.get(os.path.splitext(path)[1].lower())
     if fmt is None:
@@ -238,34 +302,25 @@ def _read_table(path, text_columns, label_column, task, class_names, columns_key
         rows = _delimited_rows(text, path, fmt, text_columns, label_column, columns_key)
     if not rows:
         raise DataError(f"Text file {path!r} has no data rows.")
+    return path, rows
 
-    texts, raw_labels = [], []
-    for line, values, label in rows:
-        for column, value in zip(text_columns, values):
-            if value is None or value.strip() == "":
-                raise DataError(
-                    f"{path}:{line}: empty text in column {column!r}. Fill it in or remove the row."
-                )
-        if isinstance(label, tuple):  # A JSON list.
-            if task != "multilabel":
-                raise DataError(
-                    f"{path}:{line}: label must be a string or a number (a list of labels "
-                    f"needs task='multilabel'). Received: {label_column}={list(label)!r}"
-                )
-            if not label:
-                raise DataError(f"{path}:{line}: empty {label_column!r} list.")
-        elif label is None or label.strip() == "":
-            raise DataError(f"{path}:{line}: empty {label_column!r} value.")
-        texts.append(tuple(v.strip() for v in values))
-        raw_labels.append((line, label if isinstance(label, tuple) else label.strip()))
-    where = lambda line: f"{path}:{line}"  # noqa: E731
-    if task == "multilabel":
-        labels, class_names = encode_multilabel(
-            raw_labels, class_names, where, label_column, label_separator
-        )
-    else:
-        labels, class_names = _encode_labels(raw_labels, task, class_names, where, label_column)
-    return TextExamples(_texts_array(texts), labels, class_names)
+
+def _row_texts(path, line, text_columns, values, allow_empty=False):
+    """The stripped texts of one row; an empty one is an error unless `allow_empty`."""
+    for column, value in zip(text_columns, values):
+        if not allow_empty and (value is None or value.strip() == ""):
+            raise DataError(
+                f"{path}:{line}: empty text in column {column!r}. Fill it in or remove the row."
+            )
+    return tuple((v or "").strip() for v in values)
+
+
+def _columns_to_find(text_columns, label_column, columns_key):
+    # (key naming it in messages, column) for each column a row must have.
+    pairs = [(columns_key, c) for c in text_columns]
+    if label_column is not None:
+        pairs.append(("data.label_column", label_column))
+    return pairs
 
 
 def _missing_column_error(path, column, key, columns, line=None):
@@ -273,7 +328,7 @@ def _missing_column_error(path, column, key, columns, line=None):
         return DataError(
             f"Text file {path!r} has no column {column!r} ({key}). Columns found: {columns}."
         )
-    return DataError(f"{path}:{line}: no column {column!r} ({key}). Keys found: {columns}.")
+    return DataError(f"{path}:{line}: no key {column!r} ({key}). Keys found: {columns}.")
 
 
 def _delimited_rows(text, path, fmt, text_columns, label_column, columns_key):
@@ -285,13 +340,11 @@ def _delimited_rows(text, path, fmt, text_columns, label_column, columns_key):
         header = next(reader, None)
         if header is None:
             raise DataError(f"Text file {path!r} is empty.")
-        for key, column in [(columns_key, c) for c in text_columns] + [
-            ("data.label_column", label_column)
-        ]:
+        for key, column in _columns_to_find(text_columns, label_column, columns_key):
             if column not in header:
                 raise _missing_column_error(path, column, key, header)
         positions = [header.index(c) for c in text_columns]
-        label_position = header.index(label_column)
+        label_position = None if label_column is None else header.index(label_column)
         rows = []
         end = reader.line_num
         for row in reader:
@@ -312,7 +365,8 @@ def _delimited_rows(text, path, fmt, text_columns, label_column, columns_key):
                     f"{path}:{end}: {len(row)} field(s), but the header has {len(header)} "
                     f"({header}){spans}. {hint}"
                 )
-            rows.append((end, [row[p] for p in positions], row[label_position]))
+            label = None if label_position is None else row[label_position]
+            rows.append((end, [row[p] for p in positions], label))
     except csv.Error as e:
         raise DataError(f"{path}:{reader.line_num}: malformed {fmt.upper()} ({e}).") from None
     return rows
@@ -337,9 +391,7 @@ def _jsonl_rows(text, path, text_columns, label_column, columns_key):
             raise DataError(
                 f"{path}:{line}: expected a JSON object. Received: {content.strip()[:80]!r}.{hint}"
             )
-        for key, column in [(columns_key, c) for c in text_columns] + [
-            ("data.label_column", label_column)
-        ]:
+        for key, column in _columns_to_find(text_columns, label_column, columns_key):
             if column not in record:
                 raise _missing_column_error(path, column, key, list(record), line)
         values = []
@@ -351,6 +403,9 @@ def _jsonl_rows(text, path, text_columns, label_column, columns_key):
                     f"Received: {column}={value!r}"
                 )
             values.append(value)
+        if label_column is None:
+            rows.append((line, values, None))
+            continue
         label = record[label_column]
         if isinstance(label, list) and all(isinstance(v, (str, int)) for v in label):
             rows.append((line, values, tuple(str(v) for v in label)))  # Multi-label.

@@ -49,55 +49,6 @@ def write_metrics(metrics, workdir):
     return path
 
 
-def write_classification_report(model, dataset, labels, class_names, task, workdir):
-    """Writes the per-class report of `model` on `dataset`; returns its summary metrics.
-
-    Writes `<workdir>/classification_report.txt` (scikit-learn's table) and
-    `classification_report.json` (precision, recall, F1 and support per
-    class, plus macro and weighted averages).
-
-    Args:
-        model: a trained `keras.Model`.
-        dataset: an unshuffled batched `tf.data.Dataset` whose labels are `labels`.
-        labels: array of int. True class ids, in dataset order.
-        class_names: list of str.
-        task: str. `"classification"` or `"binary"`.
-        workdir: str.
-
-    Returns:
-        dict with `macro_precision`, `macro_recall`, `macro_f1`, `weighted_f1`.
-    """
-    import numpy as np
-    from sklearn import metrics as sk_metrics
-
-    probabilities = model.predict(dataset, verbose=0)
-    if task == "binary":
-        predicted = (probabilities[:, 0] >= 0.5).astype(int)
-    else:
-        predicted = np.argmax(probabilities, axis=-1)
-    kwargs = dict(
-        y_true=np.asarray(labels).astype(int),
-        y_pred=predicted,
-        labels=list(range(len(class_names))),
-        target_names=[str(c) for c in class_names],
-        zero_division=0,
-        digits=4,
-    )
-    text = sk_metrics.classification_report(**kwargs)
-    report = sk_metrics.classification_report(output_dict=True, **kwargs)
-    atomic_write_text(os.path.join(workdir, "classification_report.txt"), text)
-    atomic_write_text(
-        os.path.join(workdir, "classification_report.json"), json.dumps(report, indent=2) + "\n"
-    )
-    macro, weighted = report["macro avg"], report["weighted avg"]
-    return {
-        "macro_precision": float(macro["precision"]),
-        "macro_recall": float(macro["recall"]),
-        "macro_f1": float(macro["f1-score"]),
-        "weighted_f1": float(weighted["f1-score"]),
-    }
-
-
 def write_multilabel_report(model, dataset, labels, class_names, workdir, threshold=0.5):
     """Writes the per-label report of a multilabel model; returns its summary metrics.
 

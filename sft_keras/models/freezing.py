@@ -262,14 +262,3 @@ def parse_stages(texts):
             )
         stages.append(stage)
     return stages
-
-
-def stage_index_at(stages, epoch):
-    """Returns the index of the stage that trains 0-based `epoch`.
-
-    Example:
-
-    >>> stage_index_at(parse_stages(("0:backbone", "2:all")), 3)
-    1
-    """
-    return max(i for i, stage in enumerate(stages) if stage.epoch <= epoch)

@@ -22,8 +22,6 @@ Writes one JSON object per line to `--output` (or stdout):
 stderr for more than one batch.
 """
 
-import csv
-import io
 import json
 import os
 import sys
@@ -32,9 +30,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Hide TF's C++ info lines; 
 
 from sft_keras.errors import DataError, ExportError  # noqa: E402
 from sft_keras.files import existing_versions  # noqa: E402
-
-TABLE_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
-                    ".json": "jsonl"}
 
 
 def resolve_export(model_path):
@@ -90,6 +85,11 @@ def list_images(path):
 def read_texts(path, columns=("text",)):
     """Reads the texts to predict: a `.txt` file (one per line) or a CSV/TSV/JSONL table.
 
+    Tables are read by `sft_keras.data.text.read_text_columns`, with the
+    checks of the training data (errors name the file, the line and the
+    column, `--text_column`), except that an empty text is predicted, not
+    an error. Other columns are ignored.
+
     Args:
         path: str. The file.
         columns: tuple of 1 column name, or 2 for sentence pairs (tables only).
@@ -105,56 +105,27 @@ def read_texts(path, columns=("text",)):
     >>> read_texts(path)
     [('great',), ('awful',)]
     """
+    from sft_keras.data.text import TEXT_TABLE_EXTENSIONS, read_text_columns
+
     if not os.path.isfile(path):
         raise DataError(f"--input does not exist or is not a file. Received: {path!r}")
     extension = os.path.splitext(path)[1].lower()
-    fmt = "txt" if extension == ".txt" else TABLE_EXTENSIONS.get(extension)
-    if fmt is None:
+    if extension in TEXT_TABLE_EXTENSIONS:
+        return read_text_columns(path, columns, key="--text_column", allow_empty=True)
+    if extension != ".txt":
         raise DataError(
             f"Cannot tell the format of {path!r} from its extension. Accepted: .txt (one text "
-            f"per line), {', '.join(TABLE_EXTENSIONS)} (tables)."
+            f"per line), {', '.join(TEXT_TABLE_EXTENSIONS)} (tables)."
         )
+    if len(columns) != 1:
+        raise DataError(f"This model takes text pairs: give a table with columns "
+                        f"{list(columns)}, not a .txt file. Received: {path!r}")
     with open(path, encoding="utf-8", errors="strict", newline="") as f:
         try:
             content = f.read()
         except UnicodeDecodeError as e:
             raise DataError(f"{path!r} is not UTF-8 text ({e}).") from None
-    if fmt == "txt":
-        if len(columns) != 1:
-            raise DataError(f"This model takes text pairs: give a table with columns "
-                            f"{list(columns)}, not a .txt file. Received: {path!r}")
-        return [(line,) for line in content.splitlines() if line.strip()]
-    if fmt == "jsonl":
-        texts = []
-        for number, line in enumerate(content.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{number}: malformed JSON ({e.msg}).") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object. "
-                                f"Received: {line.strip()[:80]!r}")
-            texts.append(tuple(_column(record, c, path, number) for c in columns))
-        return texts
-    reader = csv.DictReader(io.StringIO(content), delimiter="\t" if fmt == "tsv" else ",",
-                            quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
-    missing = [c for c in columns if c not in (reader.fieldnames or [])]
-    if missing:
-        raise DataError(f"{path!r} has no column {missing[0]!r} (--text_column). Columns "
-                        f"found: {reader.fieldnames}.")
-    return [tuple(row[c] or "" for c in columns) for row in reader]
-
-
-def _column(record, column, path, line):
-    if column not in record:
-        raise DataError(f"{path}:{line}: no key {column!r} (--text_column). "
-                        f"Keys found: {list(record)}.")
-    value = record[column]
-    if not isinstance(value, str):
-        raise DataError(f"{path}:{line}: {column!r} must hold a string. Received: {value!r}")
-    return value
+    return [(line,) for line in content.splitlines() if line.strip()]
 
 
 def predict_file(model_path, input_path, batch_size=32, text_column=None, progress=False):
