@@ -10,11 +10,14 @@ from sft_keras.config import get_default_config
 from conftest import REPO_ROOT
 
 
-def test_readme_config_reference_is_current():
-    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
-        readme = f.read()
-    assert config_reference.render_readme(readme) == readme, (
-        "README.md's config reference is stale: run `python -m sft_keras.config_reference --write`."
+def test_config_reference_is_current():
+    path = config_reference.reference_doc_path()
+    assert os.path.samefile(path, os.path.join(REPO_ROOT, "docs", "configuration.md"))
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    assert config_reference.render_reference(text) == text, (
+        f"{config_reference.REFERENCE_DOC}'s config reference is stale: run "
+        f"`{config_reference.WRITE_COMMAND}`."
     )
 
 
