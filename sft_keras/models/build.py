@@ -218,21 +218,3 @@ def build_text_model(config, backbone, num_classes):
     )
     return keras.Model(inputs, outputs, name=f"{config.model.backbone}_{config.task}")
 
-
-def find_backbone(model):
-    """Returns the one nested backbone model inside a model built by `sft_keras.models`."""
-    from sft_keras.errors import ConfigError
-
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if len(nested) != 1:
-        raise ConfigError(
-            f"Expected one nested backbone model in {model.name!r}; it has {len(nested)}: "
-            f"{[layer.name for layer in nested]}."
-        )
-    return nested[0]
-
-
-def freeze_unused_pooler(backbone, pooling):
-    """Freezes BERT's `pooled_dense` unless `pooling="cls"` uses it (it is off the output's path)."""
-    if pooling != "cls" and "pooled_dense" in [layer.name for layer in backbone.layers]:
-        backbone.get_layer("pooled_dense").trainable = False
