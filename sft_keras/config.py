@@ -324,11 +324,13 @@ def _check_values(c, check_files=True):
     # One checker per config section, in the order the sections are read; the
     # first problem raises.
     from sft_keras import backbones  # Registries.
+    from sft_keras.modalities import MODALITIES
 
     _check_top_level(c)
     spec = backbones.get_backbone_spec(c.model.backbone)  # Raises, listing the known names.
-    _check_data(c, spec, check_files)
-    _check_model(c.model, spec, check_files)
+    modality = MODALITIES.get(spec.modality)  # Its class: checks of its own config keys.
+    _check_data(c, modality, check_files)
+    _check_model(c.model, modality, check_files)
     _check_train(c)
     _check_runtime(c.runtime)
     # export.enabled is a bool; `_merge_values` already checked its type.
@@ -342,9 +344,9 @@ def _check_top_level(c):
         _fail("seed", c.seed, "must be an integer")
 
 
-def _check_data(c, spec, check_files):
+def _check_data(c, modality, check_files):
     d = c.data
-    _check_data_source(d, spec, c.model.backbone)
+    _check_data_source(d, modality, c.model.backbone)
     _check_data_files(d, check_files)
     if not d.validation_path and not (d.source == "tfds" and d.tfds_validation_split):
         if not 0.0 < d.validation_split < 1.0:
@@ -358,26 +360,19 @@ def _check_data(c, spec, check_files):
         _fail("data.label_separator", d.label_separator, "must be a non-empty string")
     if c.task == "regression" and d.source in ("image_folder", "text_folder", "chatterbot"):
         _fail("data.source", d.source, "cannot hold numeric labels for task='regression'")
-    if spec.modality == "image":
-        _check_image_data(d)
-    else:
-        _check_text_data(d)
+    modality.check_data_config(d)
     _int_at_least("data.max_train_examples", d.max_train_examples, 0)
     if d.source == "tfds" and not d.tfds_name:
         _fail("data.tfds_name", d.tfds_name, "must name a TFDS dataset when data.source='tfds'")
 
 
-def _check_data_source(d, spec, backbone):
-    # The data modules own their source names.
-    from sft_keras.data.images import IMAGE_SOURCES
-    from sft_keras.data.text import TEXT_SOURCES
-
-    sources = IMAGE_SOURCES if spec.modality == "image" else TEXT_SOURCES
+def _check_data_source(d, modality, backbone):
+    sources = modality.sources()
     if d.source not in sources:
         _fail(
             "data.source",
             d.source,
-            f"must be one of {', '.join(repr(s) for s in sources)} for the {spec.modality} "
+            f"must be one of {', '.join(repr(s) for s in sources)} for the {modality.name} "
             f"backbone model.backbone={backbone!r}",
         )
 
@@ -399,44 +394,8 @@ def _check_data_files(d, check_files):
         _fail("data.validation_path", d.validation_path, "does not exist")
 
 
-def _check_image_data(d):
-    size = tuple(d.image_size) if isinstance(d.image_size, (tuple, list)) else None
-    if (
-        size is None
-        or len(size) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 32 for s in size)
-    ):
-        _fail("data.image_size", d.image_size, "must be (height, width), each an integer >= 32")
-    _one_of("data.augment.flip", d.augment.flip, FLIP_MODES)
-    for key in ("rotation", "zoom"):
-        _fraction(f"data.augment.{key}", d.augment[key])
-
-
-def _check_text_data(d):
-    columns = d.text_columns
-    if isinstance(columns, str) or len(columns) not in (1, 2) or not all(
-        isinstance(col, str) and col for col in columns
-    ):
-        _fail("data.text_columns", columns, "must be a tuple of one or two column names")
-    if d.validation_text_columns and len(d.validation_text_columns) != len(columns):
-        _fail(
-            "data.validation_text_columns",
-            d.validation_text_columns,
-            f"must name as many columns as data.text_columns={tuple(columns)}",
-        )
-    _int_at_least("data.sequence_length", d.sequence_length, 4)
-
-
-def _check_model(m, spec, check_files):
-    if spec.modality == "image":
-        _check_image_weights(m.weights, check_files)
-        _one_of("model.head.pooling", m.head.pooling, ("avg", "max", "flatten"))
-    else:
-        if not m.preset:
-            _fail("model.preset", m.preset, "must name a keras-hub preset or a local folder")
-        if m.weights is not None:
-            _fail("model.weights", m.weights, "is for image backbones; use model.preset for text")
-        _one_of("model.head.pooling", m.head.pooling, ("avg", "max", "cls"))
+def _check_model(m, modality, check_files):
+    modality.check_model_config(m, check_files)
     if m.freeze.until is not None and (
         isinstance(m.freeze.until, bool) or not isinstance(m.freeze.until, int)
     ):
@@ -445,21 +404,11 @@ def _check_model(m, spec, check_files):
         isinstance(p, str) for p in m.freeze.patterns
     ):
         _fail("model.freeze.patterns", m.freeze.patterns, "must be a tuple of regular expressions")
-    _check_lora(m, spec)
+    _check_lora(m, modality)
     for units in m.head.hidden_units:
         _positive_int("model.head.hidden_units[i]", units)
     _fraction("model.head.dropout", m.head.dropout)
     _non_negative("model.head.l2", m.head.l2, " (0: off)")
-
-
-def _check_image_weights(weights, check_files):
-    if weights in (None, "imagenet"):
-        return
-    if not isinstance(weights, str) or (check_files and not os.path.isfile(weights)):
-        _fail("model.weights", weights,
-              "must be None, 'imagenet', or the path of an existing weights file")
-    if not weights.endswith(".h5"):
-        _fail("model.weights", weights, "must be a Keras weights file ending in .h5")
 
 
 def _check_train(c):
@@ -535,7 +484,7 @@ def _check_runtime(r):
     distribute.jit_compile_arg(r)
 
 
-def _check_lora(m, spec):
+def _check_lora(m, modality):
     if isinstance(m.lora_rank, bool) or not isinstance(m.lora_rank, int) or m.lora_rank < 0:
         _fail("model.lora_rank", m.lora_rank, "must be an integer >= 0 (0 turns LoRA off)")
     if m.lora_alpha is not None and (isinstance(m.lora_alpha, bool) or m.lora_alpha <= 0):
@@ -547,9 +496,10 @@ def _check_lora(m, spec):
               "must be a non-empty tuple of layer-name patterns, e.g. ('query', 'value')")
     if not m.lora_rank:
         return
-    if spec.modality != "text":
+    if not modality.supports_lora:
         _fail("model.lora_rank", m.lora_rank,
-              f"is for text (keras-hub) backbones; model.backbone={m.backbone!r} is an image backbone")
+              f"is for text (keras-hub) backbones; model.backbone={m.backbone!r} is an "
+              f"{modality.name} backbone")
     for key, value in (("until", m.freeze.until), ("patterns", m.freeze.patterns),
                        ("backbone", m.freeze.backbone)):
         if value is not None and value is not False and (key == "until" or len(value)):

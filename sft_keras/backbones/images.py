@@ -72,9 +72,7 @@ def build_image_backbone(name, weights=None, input_shape=(224, 224, 3)):
     >>> backbone.output.shape
     (None, 1, 1, 512)
     """
-    spec = get_backbone_spec(name)
-    if spec.modality != "image":
-        raise WeightsError(f"Backbone {name!r} is a {spec.modality} backbone, not an image one.")
+    spec = get_backbone_spec(name, modality="image")
     kwargs = dict(include_top=False, input_shape=tuple(input_shape), name=name)
     if weights is None:
         return spec.constructor(weights=None, **kwargs)

@@ -30,6 +30,18 @@ class BackboneSpec:
 BACKBONES = Registry("backbone", config_key="model.backbone")
 
 
-def get_backbone_spec(name):
-    """Returns the `BackboneSpec` registered as `name`; unknown names list the known ones."""
-    return BACKBONES.get(name)
+def get_backbone_spec(name, modality=None):
+    """Returns the `BackboneSpec` registered as `name`; unknown names list the known ones.
+
+    Args:
+        name: str. The `model.backbone` value.
+        modality: str or None. When given, a backbone registered for another
+            modality is a `ConfigError`.
+    """
+    from sft_keras.errors import ConfigError
+
+    spec = BACKBONES.get(name)
+    if modality not in (None, spec.modality):
+        raise ConfigError(f"Backbone {name!r} is a {spec.modality} backbone, not a {modality} one. "
+                          f"Received: model.backbone={name!r}")
+    return spec

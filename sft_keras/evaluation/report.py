@@ -42,9 +42,9 @@ def evaluate_model(model, dataset, num_examples, split="validation"):
     return metrics
 
 
-def write_metrics(metrics, workdir):
-    """Writes `metrics` to `<workdir>/metrics.json` atomically; returns the path."""
-    path = os.path.join(workdir, "metrics.json")
+def write_metrics(metrics, report_dir):
+    """Writes `metrics` to `<report_dir>/metrics.json` atomically; returns the path."""
+    path = os.path.join(report_dir, "metrics.json")
     atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return path
 

@@ -37,9 +37,29 @@ class Modality:
     """
 
     name = None  # The `modality` of the backbones it serves.
+    supports_lora = False  # `model.lora_rank > 0` is accepted.
 
     def __init__(self, config):
         self.config = config
+
+    # === Config checks (class methods: called by `validate_config`, before any build) ===
+
+    @classmethod
+    def sources(cls):
+        """The `data.source` values this modality reads."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_data_config(cls, data_config):
+        """Raises `ConfigError` for a `data` key of this modality with a bad value."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_model_config(cls, model_config, check_files):
+        """Raises `ConfigError` for a `model` key of this modality with a bad value."""
+        raise NotImplementedError
+
+    # === The spine ===
 
     def load_data(self):
         """Reads, checks and splits the run's data: `.train`, `.validation`, `.class_names`."""

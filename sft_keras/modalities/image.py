@@ -23,6 +23,38 @@ class ImageModality(Modality):
 
     name = "image"
 
+    @classmethod
+    def sources(cls):
+        from sft_keras.data.images import IMAGE_SOURCES
+
+        return IMAGE_SOURCES
+
+    @classmethod
+    def check_data_config(cls, d):
+        from sft_keras.config import FLIP_MODES, _fail, _fraction, _one_of
+
+        size = tuple(d.image_size) if isinstance(d.image_size, (tuple, list)) else None
+        if size is None or len(size) != 2 or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 32 for s in size
+        ):
+            _fail("data.image_size", d.image_size,
+                  "must be (height, width), each an integer >= 32")
+        _one_of("data.augment.flip", d.augment.flip, FLIP_MODES)
+        for key in ("rotation", "zoom"):
+            _fraction(f"data.augment.{key}", d.augment[key])
+
+    @classmethod
+    def check_model_config(cls, m, check_files):
+        from sft_keras.config import _fail, _one_of
+
+        if m.weights not in (None, "imagenet"):
+            if not isinstance(m.weights, str) or (check_files and not os.path.isfile(m.weights)):
+                _fail("model.weights", m.weights,
+                      "must be None, 'imagenet', or the path of an existing weights file")
+            if not m.weights.endswith(".h5"):
+                _fail("model.weights", m.weights, "must be a Keras weights file ending in .h5")
+        _one_of("model.head.pooling", m.head.pooling, ("avg", "max", "flatten"))
+
     def load_data(self):
         from sft_keras.data import load_image_data
 

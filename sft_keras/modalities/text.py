@@ -27,6 +27,37 @@ class TextModality(Modality):
     """
 
     name = "text"
+    supports_lora = True
+
+    @classmethod
+    def sources(cls):
+        from sft_keras.data.text import TEXT_SOURCES
+
+        return TEXT_SOURCES
+
+    @classmethod
+    def check_data_config(cls, d):
+        from sft_keras.config import _fail, _int_at_least
+
+        columns = d.text_columns
+        if isinstance(columns, str) or len(columns) not in (1, 2) or not all(
+            isinstance(col, str) and col for col in columns
+        ):
+            _fail("data.text_columns", columns, "must be a tuple of one or two column names")
+        if d.validation_text_columns and len(d.validation_text_columns) != len(columns):
+            _fail("data.validation_text_columns", d.validation_text_columns,
+                  f"must name as many columns as data.text_columns={tuple(columns)}")
+        _int_at_least("data.sequence_length", d.sequence_length, 4)
+
+    @classmethod
+    def check_model_config(cls, m, check_files):
+        from sft_keras.config import _fail, _one_of
+
+        if not m.preset:
+            _fail("model.preset", m.preset, "must name a keras-hub preset or a local folder")
+        if m.weights is not None:
+            _fail("model.weights", m.weights, "is for image backbones; use model.preset for text")
+        _one_of("model.head.pooling", m.head.pooling, ("avg", "max", "cls"))
 
     def __init__(self, config):
         super().__init__(config)

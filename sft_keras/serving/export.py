@@ -36,6 +36,9 @@ from sft_keras.errors import ExportError
 from sft_keras.files import atomic_write_text, default_mode, existing_versions, next_version
 from sft_keras.tasks import get_task
 
+# The export layout is TF Serving's; sft_keras adds these files in `assets.extra/`.
+EXTRA, LABELS, EXPORT_INFO = "assets.extra", "labels.txt", "export_info.json"
+
 
 def export_image_model(model, export_base, class_names, task, image_size, version=None,
                        overwrite=False, info=None):
@@ -276,9 +279,9 @@ def write_export(archive, export_base, class_names, task, inputs, info, version=
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
     try:
         archive.write_out(tmp, verbose=False)
-        extra = os.path.join(tmp, "assets.extra")
+        extra = os.path.join(tmp, EXTRA)
         os.makedirs(extra, exist_ok=True)
-        atomic_write_text(os.path.join(extra, "labels.txt"), "".join(f"{c}\n" for c in class_names))
+        atomic_write_text(os.path.join(extra, LABELS), "".join(f"{c}\n" for c in class_names))
         export_info = {
             "task": task,
             "inputs": inputs,
@@ -286,7 +289,7 @@ def write_export(archive, export_base, class_names, task, inputs, info, version=
             "versions": _versions(),
             **info,
         }
-        atomic_write_text(os.path.join(extra, "export_info.json"), json.dumps(export_info, indent=2))
+        atomic_write_text(os.path.join(extra, EXPORT_INFO), json.dumps(export_info, indent=2))
         os.chmod(tmp, default_mode(directory=True))  # mkdtemp made it private (0700).
         if os.path.exists(final):  # overwrite=True: move the old one aside first.
             old = tempfile.mkdtemp(prefix=f".old-{version}-", dir=export_base)
@@ -338,3 +341,34 @@ def _versions():
         "keras": keras.__version__,
         "python": platform.python_version(),
     }
+
+
+def resolve_export(model_path):
+    """Returns the version folder of `model_path`: itself, or the highest version in it.
+
+    Raises:
+        ExportError: `model_path` is neither a SavedModel folder nor a folder
+            holding numbered versions.
+    """
+    if os.path.isfile(os.path.join(model_path, "saved_model.pb")):
+        return model_path
+    versions = existing_versions(model_path)
+    if not os.path.isdir(model_path) or not versions:
+        raise ExportError(
+            f"--model must be a SavedModel version folder (with saved_model.pb) or an export "
+            f"folder holding numbered versions (<dir>/1/, <dir>/2/, ...). Received: "
+            f"{model_path!r}" + ("" if os.path.isdir(model_path) else " (does not exist)")
+        )
+    return os.path.join(model_path, str(versions[-1]))
+
+
+def read_export_info(version_dir):
+    """Returns `assets.extra/export_info.json` of an sft_keras export as a dict."""
+    path = os.path.join(version_dir, EXTRA, EXPORT_INFO)
+    if not os.path.isfile(path):
+        raise ExportError(
+            f"{version_dir!r} has no {os.path.join(EXTRA, EXPORT_INFO)}: "
+            f"sft-predict reads exports written by sft-train or sft-export."
+        )
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

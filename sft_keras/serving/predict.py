@@ -22,45 +22,13 @@ Writes one JSON object per line to `--output` (or stdout):
 stderr for more than one batch.
 """
 
-import json
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Hide TF's C++ info lines; keep warnings.
 
-from sft_keras.errors import DataError, ExportError  # noqa: E402
-from sft_keras.files import existing_versions  # noqa: E402
-
-
-def resolve_export(model_path):
-    """Returns the version folder of `model_path`: itself, or the highest version in it.
-
-    Raises:
-        ExportError: `model_path` is neither a SavedModel folder nor a folder
-            holding numbered versions.
-    """
-    if os.path.isfile(os.path.join(model_path, "saved_model.pb")):
-        return model_path
-    versions = existing_versions(model_path)
-    if not os.path.isdir(model_path) or not versions:
-        raise ExportError(
-            f"--model must be a SavedModel version folder (with saved_model.pb) or an export "
-            f"folder holding numbered versions (<dir>/1/, <dir>/2/, ...). Received: "
-            f"{model_path!r}" + ("" if os.path.isdir(model_path) else " (does not exist)")
-        )
-    return os.path.join(model_path, str(versions[-1]))
-
-
-def read_export_info(version_dir):
-    """Returns `assets.extra/export_info.json` of an sft_keras export as a dict."""
-    path = os.path.join(version_dir, "assets.extra", "export_info.json")
-    if not os.path.isfile(path):
-        raise ExportError(
-            f"{version_dir!r} has no {os.path.join('assets.extra', 'export_info.json')}: "
-            f"sft-predict reads exports written by sft-train or sft-export."
-        )
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+from sft_keras.errors import DataError  # noqa: E402
+from sft_keras.serving.export import read_export_info, resolve_export  # noqa: E402, F401
 
 
 def list_images(path):

@@ -248,7 +248,7 @@ def backbone_blocks(backbone, num_chunks=4):
                 index = int(match.group(1)) + 1
             ids.append(index)
     else:
-        stages, ids, current = [], [], None
+        ids, current = [], None
         for name in names:
             match = _STAGE.search(name)
             if match:
