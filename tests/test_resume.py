@@ -92,7 +92,9 @@ def _cli(workdir, images, epochs):
 
 @pytest.mark.slow  # Three training processes: about 2 minutes on 2 CPU cores.
 def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path):
-    images = write_image_folder(str(tmp_path / "images"), per_class=40)
+    # 45 training steps an epoch: long enough that a kill 0.1 s after epoch 1's commit lands
+    # inside epoch 2 even on a fast, idle machine.
+    images = write_image_folder(str(tmp_path / "images"), per_class=60)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CI="1")
     run = lambda workdir, epochs: subprocess.run(  # noqa: E731
         _cli(workdir, images, epochs), cwd=REPO_ROOT, env=env, capture_output=True, text=True,
@@ -112,7 +114,7 @@ def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path):
             seen.setdefault(json.load(open(state_path))["last_epoch"], time.time())
         time.sleep(0.02)
     assert process.poll() is None, "the run finished before it could be killed"
-    time.sleep(0.5)  # A few batches into epoch 2.
+    time.sleep(0.1)  # A few batches into epoch 2.
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert _state(workdir)["last_epoch"] == 1, "killed after epoch 2 was committed, not mid-epoch"
