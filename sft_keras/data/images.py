@@ -87,8 +87,10 @@ def read_image_folder(path, class_names=None, skip_unknown_files=False):
         class_names: list of str or None. For a validation folder: the
             training classes; a subfolder outside them is an error.
         skip_unknown_files: bool. Skip (with a warning) files whose extension
-            is not one of `IMAGE_EXTENSIONS` instead of raising. Hidden files
-            and folders (`.DS_Store`, `.ipynb_checkpoints/`) are always skipped.
+            is not one of `IMAGE_EXTENSIONS` instead of raising. Always
+            skipped, with a log line: hidden files and folders (`.DS_Store`,
+            `._*`, `.ipynb_checkpoints/`), `Thumbs.db` and `desktop.ini`, and
+            files outside the class folders (`list_class_files`).
 
     Returns:
         `ImageExamples` with file paths, sorted within each class.

@@ -427,8 +427,10 @@ def read_text_folder(path, class_names=None):
 
     Each file's whole content (UTF-8, stripped of leading and trailing
     whitespace, `\\r\\n` read as `\\n`) is one example. Files in visible
-    subfolders of a class folder count too. Hidden files and folders
-    (`.DS_Store`, `.ipynb_checkpoints/`) are skipped.
+    subfolders of a class folder count too. Skipped, with a log line: hidden
+    files and folders (`.DS_Store`, `._*`, `.ipynb_checkpoints/`), `Thumbs.db`
+    and `desktop.ini`, and files outside the class folders (a `README.txt`
+    beside them); see `sft_keras.data.folders.list_class_files`.
 
     Args:
         path: str. The folder. Subfolder names are the class names, sorted.
