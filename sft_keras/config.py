@@ -209,6 +209,10 @@ def get_default_config():
     # === Export ===
     c.export = config_dict.ConfigDict()
     c.export.enabled = True  # Write a SavedModel to <workdir>/export/<version>/.
+    # Image exports: the most pixels (width x height, read from the file's header
+    # before decoding) a served image may have; a bigger one (a decompression bomb)
+    # is a valid=false row, never decoded. The default is about 7071 x 7071.
+    c.export.max_image_pixels = 50_000_000
 
     c.lock()
     return c
@@ -334,6 +338,7 @@ def _check_values(c, check_files=True):
     _check_train(c)
     _check_runtime(c.runtime)
     # export.enabled is a bool; `_merge_values` already checked its type.
+    _positive_int("export.max_image_pixels", c.export.max_image_pixels)
 
 
 def _check_top_level(c):

@@ -28,7 +28,8 @@ class ExportError(SftError):
 
 
 class WorkdirError(SftError):
-    """A run's workdir cannot be read back (missing folder, config or checkpoint)."""
+    """A run's workdir cannot be used: it cannot be read back (missing folder, config or
+    checkpoint), or another training run holds it."""
 
 
 class TrainingError(SftError):

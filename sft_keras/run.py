@@ -18,16 +18,30 @@ Python API read it back. All of them go through `RunDir` (the layout) and
                          thresholds.json (multilabel)
       report_<name>/     sft-eval's reports on other data
       export/<N>/        SavedModels for TF Serving, one version per export
+      .lock              while sft-train runs: its pid, host and start time
 """
 
+import contextlib
 import dataclasses
+import datetime
 import json
 import os
 import shutil
+import socket
+import sys
+import time
+import uuid
 from typing import Any, List
+
+from absl import logging
 
 from sft_keras.errors import SftError, WorkdirError
 from sft_keras.files import atomic_write_text
+
+try:
+    import fcntl
+except ImportError:  # Not POSIX: a stale lock is removed without the guard.
+    fcntl = None
 
 CHECKPOINTS = ("best", "last")
 
@@ -105,7 +119,8 @@ class RunDir:
 
     # Top-level copies of the validation report's summary (`publish_summary`).
     SUMMARY_FILES = ("metrics.json", "classification_report.txt", "classification_report.json")
-    # What `clear()` (`--overwrite`) deletes; `export/` versions are always kept.
+    # What `clear()` (`--overwrite`) deletes; `export/` versions are always kept, and so
+    # is `.lock` (the run doing the clearing holds it).
     _OUTPUTS = ("checkpoints", "logs", "training_log.csv", "config.json", "labels.txt",
                 "report") + SUMMARY_FILES
 
@@ -124,6 +139,7 @@ class RunDir:
     export = property(lambda self: os.path.join(self.path, "export"))
     report = property(lambda self: os.path.join(self.path, "report"))
     thresholds_path = property(lambda self: os.path.join(self.report, "thresholds.json"))
+    lock_path = property(lambda self: os.path.join(self.path, ".lock"))
 
     def report_dir(self, name=None):
         """`report/` (the validation split), or `report_<name>/` for other data."""
@@ -131,6 +147,40 @@ class RunDir:
                                                                            f"report_{name}")
 
     # === Writing (sft-train) ===
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Holds `<workdir>/.lock` while the block runs: one training run per workdir.
+
+        The lock file is created atomically (`O_CREAT | O_EXCL`) and holds the
+        pid, host, start time and command line of the process. A lock whose
+        process is no longer running on this host (killed, or the machine
+        rebooted) is stale: it is taken over, with a log line. A lock of a
+        running process, or of another host (whose processes cannot be
+        checked from here), is a `WorkdirError` naming that process. The
+        lock is removed when the block ends, also on an error.
+
+        Raises:
+            WorkdirError: another process holds the lock (also another run in
+                this process).
+
+        Example:
+
+        >>> import tempfile
+        >>> run_dir = RunDir(tempfile.mkdtemp())
+        >>> with run_dir.lock():
+        ...     os.path.exists(run_dir.lock_path)
+        True
+        >>> os.path.exists(run_dir.lock_path)
+        False
+        """
+        os.makedirs(self.path, exist_ok=True)
+        record = _lock_record()
+        _acquire_lock(self.lock_path, record)
+        try:
+            yield
+        finally:
+            _release_lock(self.lock_path, record)
 
     def clear(self):
         """Deletes a run's checkpoints, logs, config and reports, keeping `export/`."""
@@ -245,6 +295,161 @@ class RunDir:
             "checkpoint must be 'best', 'last' or the path of a .weights.h5 file. "
             f"Received: checkpoint={checkpoint!r}"
         )
+
+
+# --- The workdir lock (RunDir.lock) --------------------------------------------------
+
+
+def _process_start(pid):
+    """The start time of process `pid` in clock ticks after boot (Linux), or None.
+
+    With the pid, it tells a running holder from a later process that got
+    the same pid.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # After "(command name)".
+    except (OSError, IndexError):
+        return None
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
+def _lock_record():
+    pid = os.getpid()
+    return {
+        "pid": pid,
+        "host": socket.gethostname(),
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv)[:500],
+        "process_start": _process_start(pid),
+        "token": uuid.uuid4().hex,
+    }
+
+
+def _read_lock(path, wait=1.0):
+    """The lock's record; `{}` when it stays unreadable for `wait` s; None when it is gone.
+
+    A lock is written right after it is created, so an empty or partial one
+    is read again for a moment before it counts as unreadable (its writer was
+    killed in between).
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        try:
+            record = json.loads(text)
+            if isinstance(record, dict):
+                return record
+        except ValueError:
+            pass
+        if time.monotonic() >= deadline:
+            return {}
+        time.sleep(0.05)
+
+
+def _lock_holder_alive(record):
+    """False when the lock's process has ended on this host; True when it runs or cannot be told."""
+    pid = record.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False  # Unreadable or not written by sft_keras.
+    if record.get("host") != socket.gethostname():
+        return True  # Another machine's process: it cannot be checked from here.
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # Another user's process: it exists.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return False  # Exited; only its exit status is left.
+    except (OSError, IndexError):
+        pass
+    start = record.get("process_start")
+    return start is None or _process_start(pid) in (None, start)  # Else: pid reused.
+
+
+def _describe_holder(record):
+    return (f"process {record.get('pid')} on host {record.get('host')!r}, started "
+            f"{record.get('started')} ({record.get('command') or 'unknown command'})")
+
+
+def _take_over_lock(path):
+    """Removes the stale lock file at `path`, unless another process already replaced it.
+
+    Under `flock` on the stale file: of several processes taking it over at
+    once, one removes it and the others find a new file (or none) at `path`.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        if fcntl is not None:
+            with contextlib.suppress(OSError):  # NFS: an exclusive lock needs write access.
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                return  # Already replaced (a lock file is never rewritten in place).
+        except FileNotFoundError:
+            return
+        os.remove(path)
+    finally:
+        os.close(fd)
+
+
+def _acquire_lock(path, record):
+    workdir = os.path.dirname(path)
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(path)
+            if holder is None:
+                continue  # Released meanwhile.
+            if _lock_holder_alive(holder):
+                here = holder.get("host") == socket.gethostname()
+                what_to_do = (
+                    f"Wait for it to finish, or stop it (kill {holder.get('pid')}) and rerun to "
+                    f"resume"
+                    if here else
+                    "Wait for it to finish or stop it; if it is no longer running (its machine "
+                    f"went down), delete {path!r} and rerun to resume"
+                )
+                raise WorkdirError(
+                    f"Workdir {workdir!r} is in use by another training run: "
+                    f"{_describe_holder(holder)}; its lock is {path!r}. Two runs on one workdir "
+                    f"would overwrite each other's checkpoints. {what_to_do}, or pass another "
+                    f"--workdir."
+                )
+            logging.warning(
+                "Workdir %s: taking over the lock of %s, which is no longer running.",
+                workdir, _describe_holder(holder) if holder else "an unreadable lock file",
+            )
+            _take_over_lock(path)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(record, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return
+    raise WorkdirError(f"Cannot lock workdir {workdir!r}: {path!r} keeps being replaced by "
+                       "other processes.")
+
+
+def _release_lock(path, record):
+    holder = _read_lock(path, wait=0)
+    if holder and holder.get("token") == record["token"]:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+    else:
+        logging.warning("Workdir lock %s was not this process's any more (%s); left in place.",
+                        path, _describe_holder(holder) if holder else "removed or unreadable")
 
 
 @dataclasses.dataclass

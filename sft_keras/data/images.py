@@ -18,7 +18,7 @@ from absl import logging
 
 from sft_keras.data.split import limit_examples, split_examples
 from sft_keras.data.folders import list_class_files
-from sft_keras.data.labels import encode_multilabel
+from sft_keras.data.labels import check_class_count, encode_multilabel
 from sft_keras.errors import ConfigError, DataError
 
 IMAGE_SOURCES = ("image_folder", "csv", "digits")  # `data.source` values.
@@ -87,8 +87,10 @@ def read_image_folder(path, class_names=None, skip_unknown_files=False):
         class_names: list of str or None. For a validation folder: the
             training classes; a subfolder outside them is an error.
         skip_unknown_files: bool. Skip (with a warning) files whose extension
-            is not one of `IMAGE_EXTENSIONS` instead of raising. Hidden files
-            and folders (`.DS_Store`, `.ipynb_checkpoints/`) are always skipped.
+            is not one of `IMAGE_EXTENSIONS` instead of raising. Always
+            skipped, with a log line: hidden files and folders (`.DS_Store`,
+            `._*`, `.ipynb_checkpoints/`), `Thumbs.db` and `desktop.ini`, and
+            files outside the class folders (`list_class_files`).
 
     Returns:
         `ImageExamples` with file paths, sorted within each class.
@@ -252,6 +254,8 @@ def _read(source_path, config, task, class_names=None):
             source_path, config.path_column, config.label_column, task, class_names,
             config.label_separator,
         )
+    if class_names is None:  # The training data: its classes are the run's (checked first).
+        check_class_count(examples.class_names, task, f"data.path={source_path!r}")
     if config.validate_images:
         check_images_decode(examples.images)
     return examples
@@ -277,8 +281,9 @@ def load_image_data(data_config, task, seed):
         `ImageData`.
 
     Raises:
-        DataError: no examples, or task='binary' without exactly 2 classes
-            (and as the readers do).
+        DataError: no examples; fewer than 2 classes (classification,
+            multilabel) or not exactly 2 (binary), as `check_class_count`
+            says for every source; and as the readers do.
         ConfigError: `data.source` is not one of `IMAGE_SOURCES`.
 
     Example:
@@ -301,15 +306,11 @@ def load_image_data(data_config, task, seed):
         examples = load_digits()
         if task == "regression":  # Regress the digit's value.
             examples = ImageExamples(examples.images, examples.labels.astype(np.float32), [])
+        check_class_count(examples.class_names, task, "data.source='digits'")
     else:
         examples = _read(data_config.path, data_config, task)
     if len(examples) == 0:
         raise DataError(f"No examples found in data.path={data_config.path!r}.")
-    if task == "binary" and len(examples.class_names) != 2:
-        raise DataError(
-            f"task='binary' needs exactly 2 classes. Received {len(examples.class_names)} "
-            f"classes: {examples.class_names}."
-        )
     if data_config.validation_path:
         train = examples
         validation = _read(data_config.validation_path, data_config, task, examples.class_names or None)

@@ -1,13 +1,56 @@
-"""Multi-label targets: label cells with several labels -> multi-hot vectors.
+"""Class names and multi-label targets, the same for every data source.
 
-A cell holds its labels separated by `data.label_separator` (`"a|c"`), or,
-in JSON lines, a JSON list (`["a", "c"]`). Used by the text tables and the
-image CSV manifests for `task="multilabel"`.
+`check_class_count` is the one rule on how many classes a task needs, for
+image folders, CSV manifests, text files and folders, TFDS and chatterbot alike.
+
+Multi-label cells hold their labels separated by `data.label_separator`
+(`"a|c"`), or, in JSON lines, a JSON list (`["a", "c"]`); they become
+multi-hot vectors. Used by the text tables and the image CSV manifests for
+`task="multilabel"`.
 """
 
 import numpy as np
 
 from sft_keras.errors import DataError
+
+
+def check_class_count(class_names, task, source):
+    """Raises `DataError` unless the training data has as many classes as `task` needs.
+
+    `task="binary"` needs exactly 2 classes; `"classification"` at least 2
+    (one class would train a softmax that always says 1.0); `"multilabel"` at
+    least 2 labels. Regression has no classes and is not checked.
+
+    Args:
+        class_names: list of str. The classes (labels) found in the training data.
+        task: str. The `task` config value.
+        source: str. Where the classes were found, for the message, e.g.
+            `"data.path='/data/pets'"`.
+
+    Example:
+
+    >>> check_class_count(["cat", "dog"], "binary", "data.path='pets'")
+    >>> check_class_count(["cat"], "classification", "data.path='pets'")
+    Traceback (most recent call last):
+    ...
+    sft_keras.errors.DataError: task='classification' needs at least 2 classes, but data.path='pets' has 1 class: ['cat']. Add examples of every class the model should tell apart.
+    """
+    n = len(class_names)
+    singular, plural = ("label", "labels") if task == "multilabel" else ("class", "classes")
+    if task == "binary" and n != 2:
+        need = "exactly 2 classes"
+    elif task in ("classification", "multilabel") and n < 2:
+        need = f"at least 2 {plural}"
+    else:
+        return
+    if task == "binary" and n > 2:
+        hint = "Use task='classification' for more than 2 classes."
+    else:
+        hint = f"Add examples of every {singular} the model should tell apart."
+    raise DataError(
+        f"task={task!r} needs {need}, but {source} has {n} {singular if n == 1 else plural}: "
+        f"{list(class_names)}. {hint}"
+    )
 
 
 def split_label_cell(value, separator, where, label_name):

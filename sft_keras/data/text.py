@@ -24,7 +24,7 @@ import re
 import numpy as np
 
 from sft_keras.data.folders import list_class_files
-from sft_keras.data.labels import encode_multilabel
+from sft_keras.data.labels import check_class_count, encode_multilabel
 from sft_keras.data.split import limit_examples, split_examples
 from sft_keras.errors import ConfigError, DataError
 from sft_keras.tasks import TASKS
@@ -427,8 +427,10 @@ def read_text_folder(path, class_names=None):
 
     Each file's whole content (UTF-8, stripped of leading and trailing
     whitespace, `\\r\\n` read as `\\n`) is one example. Files in visible
-    subfolders of a class folder count too. Hidden files and folders
-    (`.DS_Store`, `.ipynb_checkpoints/`) are skipped.
+    subfolders of a class folder count too. Skipped, with a log line: hidden
+    files and folders (`.DS_Store`, `._*`, `.ipynb_checkpoints/`), `Thumbs.db`
+    and `desktop.ini`, and files outside the class folders (a `README.txt`
+    beside them); see `sft_keras.data.folders.list_class_files`.
 
     Args:
         path: str. The folder. Subfolder names are the class names, sorted.
@@ -891,16 +893,13 @@ def load_text_data(data_config, task, seed):
         train = load_chatterbot_topics(d.topics)
 
     class_names = train.class_names
-    if task == "binary" and len(class_names) != 2:
-        raise DataError(
-            f"task='binary' needs exactly 2 classes. Received {len(class_names)} "
-            f"classes: {class_names}."
-        )
-    if task in ("classification", "multilabel") and len(class_names) < 2:
-        raise DataError(
-            f"task={task!r} needs at least 2 classes. Received {len(class_names)} "
-            f"class(es): {class_names}."
-        )
+    if source == "tfds":
+        where = f"data.tfds_name={d.tfds_name!r} split {d.tfds_train_split!r}"
+    elif source == "chatterbot":
+        where = f"data.topics={d.topics!r}"
+    else:
+        where = f"data.path={d.path!r}"
+    check_class_count(class_names, task, where)
     if validation is None:
         train, validation = split_examples(
             train, d.validation_split, seed, stratify=task not in ("regression", "multilabel")

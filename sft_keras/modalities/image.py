@@ -99,7 +99,8 @@ class ImageModality(Modality):
 
         return export_image_model(model, export_dir, class_names, task,
                                   self.config.data.image_size, version=version,
-                                  overwrite=overwrite, info=info)
+                                  overwrite=overwrite, info=info,
+                                  max_image_pixels=self.config.export.max_image_pixels)
 
     @classmethod
     def prediction_inputs(cls, info, input_path, text_column=None):

@@ -15,9 +15,12 @@ Image signatures (`export_image_model`):
   (string `[batch]`, predicted labels joined by the label separator).
   Also `valid` (bool
   `[batch]`): False for a row whose bytes do not start like a JPEG, PNG, GIF
-  or BMP file; such a row gets zero probabilities (or prediction), class_id
-  -1 and label "" instead of failing the whole batch. A file with a valid
-  header that still cannot be decoded (e.g. truncated) fails the batch.
+  or BMP file, or whose header declares no pixels or more than
+  `max_image_pixels` (width x height, read from the header before anything
+  is decoded: a decompression bomb is never decompressed); such a row gets
+  zero probabilities (or prediction), class_id -1 and label "" instead of
+  failing the whole batch. A file with a valid header that still cannot be
+  decoded (e.g. truncated) fails the batch.
 - `serve_images`: `images` (float32 `[batch, height, width, 3]`, pixels in
   [0, 255]) -> the same outputs.
 """
@@ -38,10 +41,13 @@ from sft_keras.tasks import get_task
 
 # The export layout is TF Serving's; sft_keras adds these files in `assets.extra/`.
 EXTRA, LABELS, EXPORT_INFO = "assets.extra", "labels.txt", "export_info.json"
+# Largest width x height an image export decodes (`export.max_image_pixels`'s default,
+# about 7071 x 7071): a bigger image is a `valid=False` row.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 
 def export_image_model(model, export_base, class_names, task, image_size, version=None,
-                       overwrite=False, info=None):
+                       overwrite=False, info=None, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     """Exports an image model as a versioned SavedModel taking encoded image bytes.
 
     Args:
@@ -58,9 +64,16 @@ def export_image_model(model, export_base, class_names, task, image_size, versio
             the highest existing version.
         overwrite: bool. Replace `version` if it exists (else it is an error).
         info: dict or None. Extra facts for `export_info.json` (e.g. metrics).
+        max_image_pixels: int > 0. `serving_default` decodes a row only when
+            its header declares at most this many pixels (width x height);
+            a bigger one is `valid=False`. Recorded in `export_info.json`.
 
     Returns:
         str. The path of the written version folder.
+
+    Raises:
+        ExportError: `max_image_pixels` is not a positive integer, or as
+            `write_export` does.
 
     Example:
 
@@ -80,6 +93,10 @@ def export_image_model(model, export_base, class_names, task, image_size, versio
     >>> sorted(out)
     ['class_id', 'label', 'probabilities', 'valid']
     """
+    if (isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int)
+            or max_image_pixels <= 0):
+        raise ExportError(f"max_image_pixels (export.max_image_pixels) must be a positive "
+                          f"integer. Received: max_image_pixels={max_image_pixels!r}")
     height, width = image_size
     task_type = get_task(task)
     task = task_type.name
@@ -89,8 +106,11 @@ def export_image_model(model, export_base, class_names, task, image_size, versio
         return task_type.serving_outputs(model(images, training=False), class_names)
 
     def decode_or_zeros(image):
-        # A row that is not an image at all gives zeros instead of failing the batch.
-        valid = has_image_header(image)
+        # A row that is not an image at all, or declares too many pixels, gives zeros
+        # instead of failing the batch (or filling the server's memory): it is not decoded.
+        size = image_header_size(image)
+        valid = tf.logical_and(has_image_header(image), tf.reduce_all(size > 0))
+        valid = tf.logical_and(valid, size[0] * size[1] <= max_image_pixels)
         pixels = tf.cond(valid, lambda: decode_image_bytes(image, (height, width)),
                          lambda: tf.zeros((height, width, 3), tf.float32))
         return pixels, valid
@@ -120,7 +140,8 @@ def export_image_model(model, export_base, class_names, task, image_size, versio
         "serving_default": {"image_bytes": "tf.string [batch], encoded JPEG/PNG/GIF/BMP"},
         "serve_images": {"images": f"tf.float32 [batch, {height}, {width}, 3], 0-255"},
     }
-    info = {"modality": "image", "image_size": [height, width], **(info or {}),
+    info = {"modality": "image", "image_size": [height, width],
+            "max_image_pixels": max_image_pixels, **(info or {}),
             **_task_info(task_type, class_names)}
     return write_export(archive, export_base, class_names, task, inputs, info, version, overwrite)
 
@@ -141,6 +162,65 @@ def has_image_header(image_bytes):
         tf.equal(tf.strings.substr(image_bytes, 0, len(header)), header)
         for header in IMAGE_HEADERS
     ])
+
+
+def image_header_size(image_bytes):
+    """`(height, width)` a JPEG, PNG, GIF or BMP header declares, read in-graph without decoding.
+
+    Only the first bytes are read (for JPEG, `tf.image.extract_jpeg_shape`
+    reads the markers up to the frame header), so an image declaring
+    billions of pixels costs nothing to size. These are the sizes
+    `tf.io.decode_image` allocates: PNG's IHDR (big-endian, bytes 16-24),
+    GIF's logical screen (little-endian, bytes 6-10), BMP's info header
+    (little-endian signed, bytes 18-26; a negative height is a top-down
+    image), JPEG's SOF marker.
+
+    Args:
+        image_bytes: scalar `tf.string`.
+
+    Returns:
+        int64 tensor `[2]`; `[-1, -1]` for bytes that start like none of
+        these formats. A JPEG whose markers are corrupt raises, as decoding
+        it would.
+
+    Example:
+
+    >>> png = tf.io.encode_png(tf.zeros((3, 5, 3), tf.uint8))
+    >>> [image_header_size(b).numpy().tolist() for b in (png, tf.constant(b"<html>"))]
+    [[3, 5], [-1, -1]]
+    """
+    # The first 26 bytes (zero-padded when the string is shorter), as int64.
+    head = tf.strings.substr(image_bytes, 0, 26)
+    head = tf.strings.substr(tf.strings.join([head, b"\0" * 26]), 0, 26)
+    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+
+    def little(i, n):
+        return sum(b[i + k] * 256 ** k for k in range(n))
+
+    def big(i, n):
+        return sum(b[i + k] * 256 ** (n - 1 - k) for k in range(n))
+
+    def signed32(value):
+        return tf.abs(tf.where(value >= 2 ** 31, value - 2 ** 32, value))
+
+    def starts_with(*headers):
+        return tf.reduce_any([tf.equal(tf.strings.substr(image_bytes, 0, len(h)), h)
+                              for h in headers])
+
+    def not_jpeg():
+        size = tf.constant([-1, -1], tf.int64)
+        size = tf.where(starts_with(b"BM"), tf.stack([signed32(little(22, 4)),
+                                                      signed32(little(18, 4))]), size)
+        size = tf.where(starts_with(b"GIF87a", b"GIF89a"),
+                        tf.stack([little(8, 2), little(6, 2)]), size)
+        return tf.where(starts_with(b"\x89PNG\r\n\x1a\n"), tf.stack([big(20, 4), big(16, 4)]),
+                        size)
+
+    return tf.cond(
+        starts_with(b"\xff\xd8\xff"),
+        lambda: tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64),
+        not_jpeg,
+    )
 
 
 def mask_invalid_rows(outputs, valid):

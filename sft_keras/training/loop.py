@@ -8,8 +8,8 @@ orders the steps.
 
 Rerunning on the same workdir resumes an unfinished run after its last
 finished epoch (and does not retrain a finished one); `overwrite=True`
-(`--overwrite`) starts afresh, keeping `export/`. See `sft_keras.run` for
-what the workdir receives.
+(`--overwrite`) starts afresh, keeping `export/`. A workdir holds one run at
+a time (`RunDir.lock`). See `sft_keras.run` for what the workdir receives.
 """
 
 import contextlib
@@ -109,6 +109,10 @@ def train_and_evaluate(config, workdir, overwrite=False, callbacks=()):
     Returns:
         dict: the final metrics, plus `export_path` when export is enabled.
 
+    Raises:
+        WorkdirError: another training run holds `workdir` (`RunDir.lock`:
+            the error names that process; a killed process's lock is taken over).
+
     Example:
 
     >>> import tempfile
@@ -120,10 +124,12 @@ def train_and_evaluate(config, workdir, overwrite=False, callbacks=()):
     config = config_lib.validate_config(config)
     # Before any other TF op: multi-worker strategies connect the cluster here.
     strategy = distribute.get_strategy(config.runtime)
-    # Only the chief writes to `workdir`; other workers write to a temporary
-    # folder that is removed at the end.
+    # Only the chief writes to `workdir`, and holds its lock (one run per
+    # workdir); other workers write to a temporary folder removed at the end.
     with distribute.output_dir(strategy, workdir) as output_dir:
-        return _run(config, RunDir(output_dir), strategy, overwrite, callbacks)
+        run_dir = RunDir(output_dir)
+        with run_dir.lock() if distribute.is_chief(strategy) else contextlib.nullcontext():
+            return _run(config, run_dir, strategy, overwrite, callbacks)
 
 
 def _run(config, run_dir, strategy, overwrite=False, callbacks=()):
