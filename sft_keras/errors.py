@@ -28,9 +28,12 @@ class ExportError(SftError):
 
 
 class WorkdirError(SftError):
-    """A run's workdir cannot be used: it cannot be read back (missing folder, config or
-    checkpoint), or another training run holds it."""
+    """A run's workdir cannot be used: a missing folder, config or checkpoint, or a run holds it."""
 
 
 class TrainingError(SftError):
     """Training cannot go on (e.g. the loss became NaN); the message says why and what to try."""
+
+
+class UntestedVersionError(SftError):
+    """A Keras/keras-hub internal is used on a version it was not tested with (`sft_keras.patches`)."""

@@ -26,17 +26,13 @@ Patches:
 import functools
 import importlib.metadata
 
-from sft_keras.errors import SftError
+from sft_keras.errors import UntestedVersionError
 
 # package -> (first tested version, first untested version): [low, high).
 TESTED = {
     "keras": ((3, 15), (3, 16)),
     "keras-hub": ((0, 32), (0, 33)),
 }
-
-
-class UntestedVersionError(SftError):
-    """A patched Keras/keras-hub internal is used on a version it was not tested with."""
 
 
 def _version(package):
