@@ -610,6 +610,18 @@ def load_tfds_text(name, data_dir, split, text_keys=("text",), label_key="label"
     builder = _tfds_builder(tfds, name, data_dir, download)
     features = builder.info.features
     text_keys = _tfds_text_keys(features, text_keys, name)
+    label_feature = _tfds_label_feature(tfds, features, label_key, name, task)
+    _tfds_prepare(builder, name, data_dir, download)
+    columns = _tfds_columns(tfds, builder, name, split, text_keys + (label_key,))
+    where = f"TFDS dataset {name!r} split {split!r}"
+    texts = _tfds_texts(columns, text_keys, features, where)
+    labels, class_names = _tfds_labels(columns[label_key], label_feature, task, class_names,
+                                       where, label_key)
+    return TextExamples(texts, labels, class_names)
+
+
+def _tfds_label_feature(tfds, features, label_key, name, task):
+    """The label feature; a `ClassLabel` for classification, a number for regression."""
     if label_key not in features:
         available = {k: type(f).__name__ for k, f in features.items()}
         raise DataError(
@@ -617,27 +629,34 @@ def load_tfds_text(name, data_dir, split, text_keys=("text",), label_key="label"
             f"Features available: {available}."
         )
     label_feature = features[label_key]
-    is_class_label = isinstance(label_feature, tfds.features.ClassLabel)
-    if is_class_label and task == "regression":
+    if isinstance(label_feature, tfds.features.ClassLabel) and task == "regression":
         raise DataError(
             f"TFDS dataset {name!r}: feature {label_key!r} is a ClassLabel (classes "
             f"{label_feature.names[:10]}), but task='regression' needs numeric targets. "
             f"Use task='classification' or 'binary'."
         )
+    return label_feature
 
-    if not _tfds_is_prepared(builder):
-        root = os.fspath(getattr(builder, "data_dir_root", None) or data_dir or "")
-        if not download:
-            raise DataError(
-                f"TFDS dataset {name!r} is not prepared in data_dir {root!r}: no "
-                f"{os.path.join(os.fspath(builder.data_dir), 'dataset_info.json')}. "
-                f"sft_keras does not download unless asked. Either prepare it on a machine "
-                f"with network access (`tfds build {name} --data_dir={root}`) and copy the "
-                f"folder there, or set --config.data.tfds_download=True to download and "
-                f"prepare it into {root!r}."
-            )
-        builder.download_and_prepare()
 
+def _tfds_prepare(builder, name, data_dir, download):
+    """Prepares the dataset when asked (`download`); else says how to, if it is not ready."""
+    if _tfds_is_prepared(builder):
+        return
+    root = os.fspath(getattr(builder, "data_dir_root", None) or data_dir or "")
+    if not download:
+        raise DataError(
+            f"TFDS dataset {name!r} is not prepared in data_dir {root!r}: no "
+            f"{os.path.join(os.fspath(builder.data_dir), 'dataset_info.json')}. "
+            f"sft_keras does not download unless asked. Either prepare it on a machine "
+            f"with network access (`tfds build {name} --data_dir={root}`) and copy the "
+            f"folder there, or set --config.data.tfds_download=True to download and "
+            f"prepare it into {root!r}."
+        )
+    builder.download_and_prepare()
+
+
+def _tfds_columns(tfds, builder, name, split, keys):
+    """The features `keys` of a split as numpy columns (read in batches, in order)."""
     try:
         dataset = builder.as_dataset(split=split, shuffle_files=False)
     except (ValueError, KeyError) as e:
@@ -645,18 +664,21 @@ def load_tfds_text(name, data_dir, split, text_keys=("text",), label_key="label"
             f"Cannot read split {split!r} of TFDS dataset {name!r}: {str(e).splitlines()[0]} "
             f"Splits available: {list(builder.info.splits.keys())}."
         ) from None
-    keys = tuple(dict.fromkeys(text_keys + (label_key,)))
+    keys = tuple(dict.fromkeys(keys))
     dataset = dataset.map(lambda example: {k: example[k] for k in keys}).batch(4096)
     columns = {k: [] for k in keys}
     for batch in tfds.as_numpy(dataset):
         for k in keys:
             columns[k].append(batch[k])
     columns = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in columns.items()}
-    n = len(columns[label_key])
-    if n == 0:
+    if len(columns[keys[-1]]) == 0:
         raise DataError(f"Split {split!r} of TFDS dataset {name!r} has no examples.")
+    return columns
 
-    where = f"TFDS dataset {name!r} split {split!r}"
+
+def _tfds_texts(columns, text_keys, features, where):
+    """The text features as an object array `[n]` (or `[n, 2]` for pairs) of str."""
+    n = len(columns[text_keys[0]])
     texts = np.empty((n, len(text_keys)), dtype=object)
     for j, key in enumerate(text_keys):
         values = columns[key]
@@ -672,11 +694,14 @@ def load_tfds_text(name, data_dir, split, text_keys=("text",), label_key="label"
             raise DataError(
                 f"{where}: feature {key!r} holds bytes that are not UTF-8 text."
             ) from None
-    if len(text_keys) == 1:
-        texts = texts[:, 0]
+    return texts[:, 0] if len(text_keys) == 1 else texts
 
-    values = columns[label_key]
-    if is_class_label:
+
+def _tfds_labels(values, label_feature, task, class_names, where, label_key):
+    """Labels and class names: `ClassLabel` ids in the feature's order, else sorted values."""
+    import tensorflow_datasets as tfds
+
+    if isinstance(label_feature, tfds.features.ClassLabel):
         names = list(label_feature.names)
         bad = np.flatnonzero((values < 0) | (values >= len(names)))
         if len(bad):
@@ -686,16 +711,14 @@ def load_tfds_text(name, data_dir, split, text_keys=("text",), label_key="label"
                 f"use a labelled split (data.tfds_train_split / data.tfds_validation_split)."
             )
         if class_names is None:
-            return TextExamples(texts, values.astype(np.int32), names)
+            return values.astype(np.int32), names
         raw_labels = [(i, names[v]) for i, v in enumerate(values)]
     else:
         if task != "regression" and class_names is None:
             class_names = [_as_str(v) for v in np.unique(values)]  # Sorted by value.
         raw_labels = [(i, _as_str(v)) for i, v in enumerate(values)]
-    labels, class_names = _encode_labels(
-        raw_labels, task, class_names, lambda i: f"{where}, example {i}", label_key
-    )
-    return TextExamples(texts, labels, class_names)
+    return _encode_labels(raw_labels, task, class_names, lambda i: f"{where}, example {i}",
+                          label_key)
 
 
 # --- chatterbot-corpus ----------------------------------------------------------
