@@ -1,6 +1,5 @@
 """Model assembly: heads per task, augmentation, and the seed recipes' shapes."""
 
-import importlib.util
 import os
 
 import keras
@@ -10,14 +9,11 @@ import pytest
 from sft_keras.config import get_default_config, validate_config
 from sft_keras.models import build_image_model
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT, load_config_file
 
 
-def _load_config(name, arg=None):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+def _load_config(name, arg):
+    return load_config_file(os.path.join(REPO_ROOT, "configs", f"{name}.py"), arg)
 
 
 def test_seed_001_vgg16_recipe():

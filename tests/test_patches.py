@@ -9,14 +9,15 @@ import pytest
 import tensorflow as tf
 
 from sft_keras import patches
-from sft_keras.backbones import build_text_backbone, save_tiny_bert_preset
+from sft_keras.backbones import build_text_backbone
 from sft_keras.config import get_default_config
 from sft_keras.errors import ConfigError
 from sft_keras.models import build_image_model, build_text_model, find_backbone, freeze_unused_pooler
 from sft_keras.models import lora
 from sft_keras.training import distribute, optimizers
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film"]
+from helpers import write_tiny_bert_preset
+
 
 
 @pytest.fixture(autouse=True)
@@ -139,7 +140,7 @@ def test_find_backbone_of_an_image_model():
 
 @pytest.fixture(scope="module")
 def tiny_preset(tmp_path_factory):
-    return save_tiny_bert_preset(str(tmp_path_factory.mktemp("bert")), VOCAB)
+    return write_tiny_bert_preset(tmp_path_factory.mktemp("bert"))
 
 
 def _text_model(preset, pooling="avg"):
