@@ -1,12 +1,9 @@
 """Tests of config validation (sft_keras.config) and of the sft-train command line."""
 
 import glob
-import importlib.util
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 from ml_collections import config_dict
@@ -14,17 +11,9 @@ from ml_collections import config_dict
 from sft_keras.config import config_to_json, get_default_config, validate_config
 from sft_keras.errors import ConfigError, SftError
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import REPO_ROOT, load_config_file, run_cli
+
 CONFIG_FILES = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "*.py")))
-
-
-def load_config_file(path):
-    """Imports a configs/*.py file from its path and returns its get_config()."""
-    name = "config_under_test_" + os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 # --- Unknown keys ---------------------------------------------------------------
@@ -225,26 +214,20 @@ def test_config_file_loads_and_validates(path):
 
 def test_digits_runlocal_is_one_epoch():
     path = os.path.join(REPO_ROOT, "configs", "digits.py")
-    spec = importlib.util.spec_from_file_location("digits_runlocal", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.get_config("runlocal").train.epochs == 1
-    assert validate_config(module.get_config("runlocal")).model.backbone == "small_cnn"
+    assert load_config_file(path, "runlocal").train.epochs == 1
+    assert validate_config(load_config_file(path, "runlocal")).model.backbone == "small_cnn"
 
 
 # --- Command line (subprocesses: each pays for a TensorFlow import) ------------
 
 
 def _run_train(tmp_path, *overrides):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CI="1")
-    args = [
-        sys.executable, "-m", "sft_keras.cli.train",
+    return run_cli([
+        "python", "-m", "sft_keras.cli.train",
         "--config=configs/digits.py",
         f"--workdir={tmp_path / 'workdir'}",
         *overrides,
-    ]
-    return subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    ], timeout=300)
 
 
 def test_cli_unknown_key_fails(tmp_path):

@@ -19,7 +19,7 @@ import sft_keras
 from sft_keras import config_reference
 from sft_keras.config import get_default_config, validate_config
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 
 def _doc_paths():

@@ -1,6 +1,5 @@
 """task='multilabel': label cells with several labels, sigmoid head, metrics, export."""
 
-import csv
 import json
 import os
 
@@ -8,33 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sft_keras.backbones import text as text_backbones
 from sft_keras.config import validate_config
 from sft_keras.data import read_csv_manifest, read_text_table, split_examples
 from sft_keras.errors import ConfigError, DataError
 from sft_keras.training import train_and_evaluate
 
-from conftest import write_image_folder
-
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "the", "a",
-         "was", "plot", "very", "and"]
-TRIGGERS = {"good": "positive", "bad": "negative", "film": "cinema"}  # Word -> label.
-FILLER = ["the", "a", "was", "plot", "very", "and"]
-
-
-def write_tagged_csv(path, n=96, seed=0):
-    """Each text holds 1-3 trigger words among filler; its labels are the triggers' labels."""
-    rng = np.random.RandomState(seed)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "tags"])
-        for _ in range(n):
-            words = [w for w in TRIGGERS if rng.rand() < 0.5] or [rng.choice(list(TRIGGERS))]
-            labels = [TRIGGERS[w] for w in words]
-            words = words + list(rng.choice(FILLER, size=5))
-            rng.shuffle(words)
-            writer.writerow([" ".join(words), "|".join(labels)])
-    return str(path)
+from helpers import write_image_folder, write_tagged_csv, write_tiny_bert_preset
 
 
 def test_label_cells_become_multi_hot(tmp_path):
@@ -93,9 +71,7 @@ def test_image_csv_manifest_with_several_labels(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("multilabel")
-    preset = text_backbones.save_tiny_bert_preset(
-        str(root / "bert"), VOCAB, hidden_dim=32, intermediate_dim=64
-    )
+    preset = write_tiny_bert_preset(root / "bert", hidden_dim=32, intermediate_dim=64)
     config = validate_config({
         "task": "multilabel",
         "data": {"source": "text_file", "path": write_tagged_csv(root / "train.csv"),

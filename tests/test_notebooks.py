@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 NOTEBOOKS = sorted(glob.glob(os.path.join(REPO_ROOT, "notebooks", "*.ipynb")))
 

@@ -1,4 +1,4 @@
-"""The version guard of sft_keras.patches, the paths that use it, and finding the backbone."""
+"""The version guard of sft_keras.patches, the paths that use it, and its layer helpers."""
 
 import importlib.metadata
 
@@ -9,14 +9,11 @@ import pytest
 import tensorflow as tf
 
 from sft_keras import patches
-from sft_keras.backbones import build_text_backbone, save_tiny_bert_preset
 from sft_keras.config import get_default_config
 from sft_keras.errors import ConfigError
-from sft_keras.models import build_image_model, build_text_model, find_backbone, freeze_unused_pooler
+from sft_keras.models import build_image_model
 from sft_keras.models import lora
 from sft_keras.training import distribute, optimizers
-
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film"]
 
 
 @pytest.fixture(autouse=True)
@@ -128,56 +125,6 @@ def test_lora_alpha_is_set_on_every_lora_layer():
     assert lora.find_lora_backbone(backbone) is backbone
     with pytest.raises(ConfigError, match="already enabled"):
         lora.enable_lora(backbone, rank=2)
-
-
-def test_find_backbone_of_an_image_model():
-    model = _image_model()
-    backbone = find_backbone(model)
-    assert isinstance(backbone, keras.Model) and backbone.name == "small_cnn"
-    assert backbone is model.get_layer("small_cnn")
-
-
-@pytest.fixture(scope="module")
-def tiny_preset(tmp_path_factory):
-    return save_tiny_bert_preset(str(tmp_path_factory.mktemp("bert")), VOCAB)
-
-
-def _text_model(preset, pooling="avg"):
-    config = get_default_config()
-    config.model.backbone, config.model.preset = "bert", preset
-    config.data.sequence_length = 8
-    config.model.head.pooling = pooling
-    return build_text_model(config, build_text_backbone("bert", preset), 3)
-
-
-def test_find_backbone_of_a_text_model(tiny_preset):
-    backbone = find_backbone(_text_model(tiny_preset))
-    assert isinstance(backbone, keras_hub.models.BertBackbone)
-
-
-def test_find_backbone_names_the_model_and_what_it_holds():
-    plain = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)], name="plain")
-    with pytest.raises(ConfigError, match=r"model 'plain'.*found 0\.$"):
-        find_backbone(plain)
-    inputs = keras.Input((2,))
-    first = keras.Sequential([keras.layers.Dense(2)], name="first")
-    second = keras.Sequential([keras.layers.Dense(1)], name="second")
-    two = keras.Model(inputs, second(first(inputs)), name="two")
-    with pytest.raises(ConfigError, match=r"model 'two'.*found 2: 'first' \(Sequential\), "
-                                          r"'second' \(Sequential\)\."):
-        find_backbone(two)
-    with pytest.raises(ConfigError, match=r"train.layerwise_lr_decay=0.5: .*model 'plain'"):
-        optimizers.layerwise_lr_scales(plain, 0.5)
-
-
-@pytest.mark.parametrize("pooling", ["avg", "max", "cls"])
-def test_freeze_unused_pooler(tiny_preset, pooling):
-    backbone = find_backbone(_text_model(tiny_preset, pooling))
-    assert backbone.get_layer("pooled_dense").trainable == (pooling == "cls")
-    backbone.get_layer("pooled_dense").trainable = True
-    assert freeze_unused_pooler(backbone, pooling) == (pooling != "cls")
-    assert backbone.get_layer("pooled_dense").trainable == (pooling == "cls")
-    assert freeze_unused_pooler(find_backbone(_image_model()), "avg") is False
 
 
 def test_flatten_layers_walks_plain_layers_too():

@@ -20,7 +20,7 @@ from sft_keras.evaluation.eval_run import evaluate_workdir
 from sft_keras.run import load_run
 from sft_keras.training import train_and_evaluate
 
-from test_multilabel import VOCAB, write_tagged_csv
+from helpers import write_tagged_csv, write_tiny_bert_preset
 
 
 def _multilabel_csv(path, separator, n):
@@ -31,8 +31,7 @@ def _multilabel_csv(path, separator, n):
 
 
 def test_sft_eval_reads_multilabel_data_with_the_runs_label_separator(tmp_path):
-    preset = text_backbones.save_tiny_bert_preset(str(tmp_path / "bert"), VOCAB, hidden_dim=32,
-                                                  intermediate_dim=64)
+    preset = write_tiny_bert_preset(tmp_path / "bert", hidden_dim=32, intermediate_dim=64)
     train_csv = _multilabel_csv(tmp_path / "train.csv", ";", n=48)
     test_csv = _multilabel_csv(tmp_path / "test.csv", ";", n=16)
     config = validate_config({
@@ -101,7 +100,7 @@ def test_lora_best_file_survives_a_worse_first_epoch_after_resume(tmp_path):
     from sft_keras.run import CheckpointDir
     from sft_keras.training.callbacks import AtomicCheckpoint, LoraCheckpoint
 
-    preset = text_backbones.save_tiny_bert_preset(str(tmp_path / "bert"), VOCAB)
+    preset = write_tiny_bert_preset(tmp_path / "bert")
     config = validate_config({
         "data": {"source": "chatterbot", "sequence_length": 8},
         "model": {"backbone": "bert", "preset": preset, "lora_rank": 2},

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import REPO_ROOT, SHARED_DIR, run_cli
+from helpers import REPO_ROOT, SHARED_DIR, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from sft_keras.config import get_default_config
 from sft_keras.errors import ConfigError
 from sft_keras.tune import parse_grid, run_tune
 
-from conftest import REPO_ROOT, run_cli, write_image_folder
+from helpers import REPO_ROOT, run_cli, write_image_folder
 
 GRID = "train.learning_rate=1e-3,3e-3"
 

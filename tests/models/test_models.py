@@ -1,23 +1,23 @@
-"""Model assembly: heads per task, augmentation, and the seed recipes' shapes."""
+"""Model assembly: heads per task, augmentation, the seed recipes' shapes, finding the backbone."""
 
-import importlib.util
 import os
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
 
+from sft_keras.backbones import build_text_backbone
 from sft_keras.config import get_default_config, validate_config
-from sft_keras.models import build_image_model
+from sft_keras.errors import ConfigError
+from sft_keras.models import build_image_model, build_text_model, find_backbone, freeze_unused_pooler
+from sft_keras.training import optimizers
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT, load_config_file, write_tiny_bert_preset
 
 
-def _load_config(name, arg=None):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+def _load_config(name, arg):
+    return load_config_file(os.path.join(REPO_ROOT, "configs", f"{name}.py"), arg)
 
 
 def test_seed_001_vgg16_recipe():
@@ -78,3 +78,62 @@ def test_augmentation_is_active_only_in_training():
         layer = model.get_layer(name)
         np.testing.assert_array_equal(layer(x, training=False), x)
         assert not np.allclose(layer(x, training=True), x)
+
+
+# --- find_backbone, freeze_unused_pooler ------------------------------------------------
+
+
+def _image_model():
+    config = get_default_config()
+    config.model.backbone = "small_cnn"
+    return build_image_model(config, num_classes=3)
+
+
+def test_find_backbone_of_an_image_model():
+    model = _image_model()
+    backbone = find_backbone(model)
+    assert isinstance(backbone, keras.Model) and backbone.name == "small_cnn"
+    assert backbone is model.get_layer("small_cnn")
+
+
+@pytest.fixture(scope="module")
+def tiny_preset(tmp_path_factory):
+    return write_tiny_bert_preset(tmp_path_factory.mktemp("bert"))
+
+
+def _text_model(preset, pooling="avg"):
+    config = get_default_config()
+    config.model.backbone, config.model.preset = "bert", preset
+    config.data.sequence_length = 8
+    config.model.head.pooling = pooling
+    return build_text_model(config, build_text_backbone("bert", preset), 3)
+
+
+def test_find_backbone_of_a_text_model(tiny_preset):
+    backbone = find_backbone(_text_model(tiny_preset))
+    assert isinstance(backbone, keras_hub.models.BertBackbone)
+
+
+def test_find_backbone_names_the_model_and_what_it_holds():
+    plain = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)], name="plain")
+    with pytest.raises(ConfigError, match=r"model 'plain'.*found 0\.$"):
+        find_backbone(plain)
+    inputs = keras.Input((2,))
+    first = keras.Sequential([keras.layers.Dense(2)], name="first")
+    second = keras.Sequential([keras.layers.Dense(1)], name="second")
+    two = keras.Model(inputs, second(first(inputs)), name="two")
+    with pytest.raises(ConfigError, match=r"model 'two'.*found 2: 'first' \(Sequential\), "
+                                          r"'second' \(Sequential\)\."):
+        find_backbone(two)
+    with pytest.raises(ConfigError, match=r"train.layerwise_lr_decay=0.5: .*model 'plain'"):
+        optimizers.layerwise_lr_scales(plain, 0.5)
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max", "cls"])
+def test_freeze_unused_pooler(tiny_preset, pooling):
+    backbone = find_backbone(_text_model(tiny_preset, pooling))
+    assert backbone.get_layer("pooled_dense").trainable == (pooling == "cls")
+    backbone.get_layer("pooled_dense").trainable = True
+    assert freeze_unused_pooler(backbone, pooling) == (pooling != "cls")
+    assert backbone.get_layer("pooled_dense").trainable == (pooling == "cls")
+    assert freeze_unused_pooler(find_backbone(_image_model()), "avg") is False

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from sft_keras.data import ImageExamples, load_digits, make_image_dataset
 
-from conftest import write_image_folder
+from helpers import write_image_folder
 
 
 def _labels(ds):

@@ -15,7 +15,8 @@ from sft_keras.errors import ConfigError
 from sft_keras.models import build_image_model, build_text_model
 from sft_keras.training import train_and_evaluate
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film"]
+from helpers import write_tiny_bert_preset
+
 
 
 def _train(**values):
@@ -118,7 +119,7 @@ def test_gradient_accumulation_updates_every_n_steps():
 
 @pytest.fixture(scope="module")
 def tiny_bert_model(tmp_path_factory):
-    preset = text_backbones.save_tiny_bert_preset(str(tmp_path_factory.mktemp("bert")), VOCAB)
+    preset = write_tiny_bert_preset(tmp_path_factory.mktemp("bert"))
     config = get_default_config()
     config.model.backbone, config.model.preset = "bert", preset
     config.data.source, config.data.sequence_length = "chatterbot", 8

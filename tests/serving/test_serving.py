@@ -12,7 +12,7 @@ from sft_keras.data import decode_image_bytes
 from sft_keras.run import load_run
 
 from bare_tensorflow import run_bare_tensorflow
-from conftest import make_pattern_image
+from helpers import make_pattern_image
 
 _LOAD_AND_SHOW = """
     out = {}

@@ -13,7 +13,8 @@ from sft_keras.config import validate_config
 from sft_keras.evaluation.report import summary_metrics
 from sft_keras.training import train_and_evaluate
 
-from conftest import write_image_folder
+from helpers import (run_cli, write_image_folder, write_sentiment_csv,
+                     write_tiny_bert_preset)
 
 PNG_HEADER = b"\x89PNG\r\n\x1a\n"
 
@@ -159,8 +160,6 @@ def test_eval_rebuilds_the_run_and_reproduces_its_validation_metrics(image_run):
 
 
 def test_eval_cli_scores_new_data_into_its_own_report(image_run, tmp_path):
-    from conftest import run_cli
-
     workdir, _, _ = image_run
     new = write_image_folder(str(tmp_path / "holdout"), class_names=("vertical", "diagonal"),
                              per_class=3)
@@ -229,13 +228,9 @@ def test_regression_report_with_in_memory_images(tmp_path):
 
 @pytest.mark.slow  # 95 s measured on 2 cores shared by 4 test runs: a BERT run, then its rebuild.
 def test_eval_on_a_text_run_with_new_data(tmp_path):
-    from sft_keras.backbones import text as text_backbones
     from sft_keras.evaluation.eval_run import evaluate_workdir
 
-    from test_text_train import VOCAB, write_sentiment_csv
-
-    preset = text_backbones.save_tiny_bert_preset(str(tmp_path / "bert"), VOCAB, hidden_dim=16,
-                                                 intermediate_dim=32)
+    preset = write_tiny_bert_preset(tmp_path / "bert", hidden_dim=16, intermediate_dim=32)
     config = validate_config({
         "data": {"source": "text_file", "path": write_sentiment_csv(tmp_path / "train.csv", n=32),
                  "sequence_length": 16, "validation_split": 0.25},

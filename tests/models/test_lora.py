@@ -17,14 +17,13 @@ from sft_keras.serving.export import export_text_model
 from sft_keras.models import build_text_model
 from sft_keras.training import train_and_evaluate
 
-from test_text_train import VOCAB, write_sentiment_csv
+from helpers import write_sentiment_csv, write_tiny_bert_preset
 
 
 @pytest.fixture(scope="module")
 def tiny_preset(tmp_path_factory):
-    return text_backbones.save_tiny_bert_preset(
-        str(tmp_path_factory.mktemp("tiny_bert")), VOCAB, hidden_dim=32, intermediate_dim=64
-    )
+    return write_tiny_bert_preset(tmp_path_factory.mktemp("tiny_bert"), hidden_dim=32,
+                                  intermediate_dim=64)
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,11 @@ import keras
 import pytest
 import tensorflow as tf
 
-from sft_keras.backbones import text as text_backbones
 from sft_keras.config import validate_config
 from sft_keras.errors import ConfigError
 from sft_keras.training import train_and_evaluate
 
-from conftest import write_image_folder
-from test_text_train import VOCAB, write_sentiment_csv
+from helpers import write_image_folder, write_sentiment_csv, write_tiny_bert_preset
 
 
 def _losses(workdir):
@@ -80,9 +78,7 @@ def test_mixed_precision_image_model_trains_and_serves_float32(
 
 @pytest.mark.slow  # 410 s measured on 2 busy CPU cores (XLA compile, text export).
 def test_mixed_bfloat16_tiny_bert_trains_and_serves_float32(tmp_path, keep_model):
-    preset = text_backbones.save_tiny_bert_preset(
-        str(tmp_path / "tiny_bert"), VOCAB, hidden_dim=32, intermediate_dim=64
-    )
+    preset = write_tiny_bert_preset(tmp_path / "tiny_bert", hidden_dim=32, intermediate_dim=64)
     config = validate_config({
         "data": {"source": "text_file", "path": write_sentiment_csv(tmp_path / "train.csv"),
                  "sequence_length": 16, "validation_split": 0.25},

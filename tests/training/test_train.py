@@ -13,7 +13,7 @@ from sft_keras.data import decode_image_bytes
 from sft_keras.models import build_image_model
 from sft_keras.training import train_and_evaluate
 
-from conftest import REPO_ROOT, run_cli, write_image_folder
+from helpers import REPO_ROOT, run_cli, write_image_folder
 
 RELOAD_SCRIPT = """
 import json, sys

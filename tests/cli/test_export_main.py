@@ -9,7 +9,7 @@ import tensorflow as tf
 from sft_keras.errors import ExportError
 from sft_keras.run import load_run
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def _export(*args):

@@ -15,7 +15,7 @@ from sft_keras.config import validate_config
 from sft_keras.errors import ConfigError
 from sft_keras.training import train_and_evaluate
 
-from conftest import REPO_ROOT, write_image_folder
+from helpers import REPO_ROOT, write_image_folder
 
 
 def _epochs_logged(workdir):

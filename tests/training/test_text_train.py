@@ -14,37 +14,12 @@ from sft_keras.data import make_text_dataset, read_text_table
 from sft_keras.models import build_text_model
 from sft_keras.training import train_and_evaluate
 
-from conftest import run_cli
-
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "was", "good", "bad",
-         "great", "awful", "a", "film", "plot", "fine", "terrible", "really", "very", "and", "."]
-POSITIVE = ["good", "great", "fine"]
-NEGATIVE = ["bad", "awful", "terrible"]
-FILLER = ["the", "movie", "was", "a", "film", "plot", "really", "very", "and"]
-
-
-def write_sentiment_csv(path, n=96, seed=0, pairs=False):
-    """Sentences whose label is set by one sentiment word among filler words."""
-    rng = np.random.RandomState(seed)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "other", "label"] if pairs else ["text", "label"])
-        for i in range(n):
-            label = i % 2
-            words = list(rng.choice(FILLER, size=5))
-            words.insert(rng.randint(0, 6), rng.choice(POSITIVE if label else NEGATIVE))
-            text = " ".join(words)
-            row = [text, " ".join(rng.choice(FILLER, size=3)), ["neg", "pos"][label]] if pairs \
-                else [text, ["neg", "pos"][label]]
-            writer.writerow(row)
-    return str(path)
-
+from helpers import FILLER, run_cli, write_sentiment_csv, write_tiny_bert_preset
 
 @pytest.fixture(scope="module")
 def tiny_preset(tmp_path_factory):
-    return text_backbones.save_tiny_bert_preset(
-        str(tmp_path_factory.mktemp("tiny_bert")), VOCAB, hidden_dim=32, intermediate_dim=64
-    )
+    return write_tiny_bert_preset(tmp_path_factory.mktemp("tiny_bert"), hidden_dim=32,
+                                  intermediate_dim=64)
 
 
 def _config(preset, csv_path, **train):

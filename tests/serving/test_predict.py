@@ -11,7 +11,7 @@ import tensorflow as tf
 from sft_keras.errors import DataError, ExportError
 from sft_keras.serving.predict import predict_file, read_texts, resolve_export
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_cli_predicts_an_image_folder_recursively(tiny_image_run, tmp_path):

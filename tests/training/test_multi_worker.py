@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, write_image_folder
+from helpers import REPO_ROOT, write_image_folder
 
 WORKER_SCRIPT = """
 import json, sys

@@ -13,7 +13,7 @@ from sft_keras.errors import ExportError
 from sft_keras.serving.export import export_image_model
 from sft_keras.models import build_image_model
 
-from conftest import make_pattern_image
+from helpers import make_pattern_image
 
 
 def _model(task, num_classes):

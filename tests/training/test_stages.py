@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 
 from sft_keras.models import freezing
-from sft_keras.backbones import text as text_backbones
 from sft_keras.config import validate_config
 from sft_keras.errors import ConfigError
 from sft_keras.training import train_and_evaluate
 
-from conftest import run_cli, write_image_folder
-from test_text_train import VOCAB, write_sentiment_csv
+from helpers import run_cli, write_image_folder, write_sentiment_csv, write_tiny_bert_preset
 
 STAGES = ("0:backbone", "2:until=-3,lr=0.5", "3:all,lr=0.5")
 
@@ -92,8 +90,7 @@ def test_optimizer_state_carries_over_when_layers_unfreeze():
 
 @pytest.mark.slow  # About 70 s on a loaded 2-core machine: one retrace per stage.
 def test_text_stages_on_tiny_bert(tmp_path, capsys):
-    preset = text_backbones.save_tiny_bert_preset(str(tmp_path / "bert"), VOCAB, hidden_dim=32,
-                                                  intermediate_dim=64)
+    preset = write_tiny_bert_preset(tmp_path / "bert", hidden_dim=32, intermediate_dim=64)
     config = validate_config({
         "data": {"source": "text_file", "path": write_sentiment_csv(tmp_path / "t.csv", n=64),
                  "sequence_length": 16, "validation_split": 0.25},

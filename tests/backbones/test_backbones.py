@@ -9,7 +9,7 @@ import pytest
 from sft_keras.backbones import BACKBONES, ImagePreprocessing, build_image_backbone
 from sft_keras.errors import ConfigError, WeightsError
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_registry_has_the_image_backbones():

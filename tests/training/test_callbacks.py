@@ -15,7 +15,7 @@ from sft_keras.errors import ConfigError, TrainingError
 from sft_keras.tasks import get_task
 from sft_keras.training import train_and_evaluate
 
-from conftest import write_image_folder
+from helpers import write_image_folder
 
 
 @pytest.fixture(scope="module")

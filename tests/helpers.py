@@ -1,0 +1,180 @@
+"""The tests' tiny inputs, in one place: paths, a tiny BERT preset, generated data, tiny runs.
+
+Plain functions (pytest fixtures built on them are in conftest.py). Every test folder imports
+this as `helpers` (`pythonpath = tests` in setup.cfg), so a test does not import another test
+module, and nothing here depends on where the importing test file lives.
+
+- `REPO_ROOT`, `SHARED_DIR`: the checkout, and the `shared/` folder next to it.
+- `run_cli(args)`: a command in a fresh process (`"python"` is this interpreter).
+- `load_config_file(path, *args)`: a config file's `get_config(*args)` (see configs/).
+- `VOCAB`, `write_tiny_bert_preset(path)`: a random-init 2-layer BERT preset whose
+  vocabulary holds every word of the generated texts.
+- `make_pattern_image`, `write_image_folder`: a learnable 3-class image folder.
+- `write_sentiment_csv`, `write_tagged_csv`: a binary (neg/pos) and a multilabel text CSV.
+- `train_image_run`, `train_text_run`: finished tiny runs (a workdir as sft-train leaves it).
+"""
+
+import csv
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared")
+
+
+def run_cli(args, cwd=REPO_ROOT, timeout=600, env=None):
+    """Runs a command in a fresh process; returns the CompletedProcess (text output)."""
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CI="1")
+    full_env.update(env or {})
+    if args[0] == "python":
+        args = [sys.executable, *args[1:]]
+    return subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def load_config_file(path, *args):
+    """Imports a config file from its path and returns its `get_config(*args)`."""
+    name = "config_under_test_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(*args)
+
+
+# --- A tiny BERT ----------------------------------------------------------------
+
+# Token ids are positions here: [PAD] 0, [CLS] 2, [SEP] 3, "the" 5 ... "." 20.
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "was", "good", "bad",
+         "great", "awful", "a", "film", "plot", "fine", "terrible", "really", "very", "and", "."]
+
+
+def write_tiny_bert_preset(path, vocabulary=VOCAB, **sizes):
+    """`sft_keras.backbones.save_tiny_bert_preset` with `VOCAB`; `sizes` such as hidden_dim=32."""
+    from sft_keras.backbones import save_tiny_bert_preset
+
+    return save_tiny_bert_preset(str(path), vocabulary, **sizes)
+
+
+# --- Generated images -----------------------------------------------------------
+
+
+def make_pattern_image(class_index, size=32, seed=0):
+    """A learnable 3-class image: a bright bar whose orientation is the class, plus noise."""
+    rng = np.random.RandomState(seed)
+    image = rng.randint(0, 60, (size, size, 3)).astype(np.uint8)
+    third = size // 3
+    if class_index == 0:
+        image[third : 2 * third, :, :] = 230  # Horizontal bar.
+    elif class_index == 1:
+        image[:, third : 2 * third, :] = 230  # Vertical bar.
+    else:
+        image[np.arange(size), np.arange(size), :] = 230  # Diagonal line.
+        image[np.arange(size - 1), np.arange(1, size), :] = 230
+    return image
+
+
+def write_image_folder(root, class_names=("horizontal", "vertical", "diagonal"), per_class=12,
+                       size=32, fmt="png"):
+    """Writes a class-per-subfolder image dataset of `make_pattern_image` images."""
+    import tensorflow as tf
+
+    root = str(root)
+    for c, name in enumerate(class_names):
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for i in range(per_class):
+            image = make_pattern_image(c % 3, size=size, seed=1000 * c + i)
+            encoded = tf.io.encode_png(image) if fmt == "png" else tf.io.encode_jpeg(image)
+            with open(os.path.join(root, name, f"{i:03d}.{fmt}"), "wb") as f:
+                f.write(encoded.numpy())
+    return root
+
+
+# --- Generated texts (every word is in VOCAB) -----------------------------------
+
+POSITIVE = ["good", "great", "fine"]
+NEGATIVE = ["bad", "awful", "terrible"]
+FILLER = ["the", "movie", "was", "a", "film", "plot", "really", "very", "and"]
+
+
+def write_sentiment_csv(path, n=96, seed=0, pairs=False):
+    """Sentences whose label (neg/pos) is set by one sentiment word among filler words.
+
+    Columns `text,label`, or `text,other,label` with `pairs`.
+    """
+    rng = np.random.RandomState(seed)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "other", "label"] if pairs else ["text", "label"])
+        for i in range(n):
+            label = i % 2
+            words = list(rng.choice(FILLER, size=5))
+            words.insert(rng.randint(0, 6), rng.choice(POSITIVE if label else NEGATIVE))
+            text = " ".join(words)
+            row = [text, " ".join(rng.choice(FILLER, size=3)), ["neg", "pos"][label]] if pairs \
+                else [text, ["neg", "pos"][label]]
+            writer.writerow(row)
+    return str(path)
+
+
+TAG_TRIGGERS = {"good": "positive", "bad": "negative", "film": "cinema"}  # Word -> label.
+TAG_FILLER = ["the", "a", "was", "plot", "very", "and"]
+
+
+def write_tagged_csv(path, n=96, seed=0):
+    """Columns `text,tags`: each text holds 1-3 trigger words among filler; its tags (joined
+    by '|') are the triggers' labels."""
+    rng = np.random.RandomState(seed)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "tags"])
+        for _ in range(n):
+            words = [w for w in TAG_TRIGGERS if rng.rand() < 0.5] or [rng.choice(list(TAG_TRIGGERS))]
+            labels = [TAG_TRIGGERS[w] for w in words]
+            words = words + list(rng.choice(TAG_FILLER, size=5))
+            rng.shuffle(words)
+            writer.writerow([" ".join(words), "|".join(labels)])
+    return str(path)
+
+
+# --- Tiny finished runs ---------------------------------------------------------
+
+
+def train_image_run(root, epochs=2):
+    """Trains small_cnn on 32x32 generated images (3 classes); returns (workdir, image folder)."""
+    from sft_keras.config import validate_config
+    from sft_keras.training import train_and_evaluate
+
+    images = write_image_folder(os.path.join(root, "images"), per_class=8)
+    config = validate_config({
+        "data": {"source": "image_folder", "path": images, "validation_split": 0.25,
+                 "image_size": (32, 32)},
+        "model": {"backbone": "small_cnn"},
+        "train": {"epochs": epochs, "batch_size": 8, "early_stopping_patience": 0},
+    })
+    workdir = os.path.join(root, "image_run")
+    train_and_evaluate(config, workdir)
+    return workdir, images
+
+
+def train_text_run(root, epochs=1, sequence_length=16):
+    """Trains a 2-layer tiny BERT on a generated sentiment CSV; returns (workdir, csv path)."""
+    from sft_keras.config import validate_config
+    from sft_keras.training import train_and_evaluate
+
+    preset = write_tiny_bert_preset(os.path.join(root, "tiny_bert"), hidden_dim=32,
+                                    intermediate_dim=64)
+    csv_path = write_sentiment_csv(os.path.join(root, "train.csv"), n=48)
+    config = validate_config({
+        "data": {"source": "text_file", "path": csv_path, "sequence_length": sequence_length,
+                 "validation_split": 0.25},
+        "model": {"backbone": "bert", "preset": preset},
+        "train": {"epochs": epochs, "batch_size": 16, "learning_rate": 3e-3,
+                  "early_stopping_patience": 0},
+    })
+    workdir = os.path.join(root, "text_run")
+    train_and_evaluate(config, workdir)
+    return workdir, csv_path
