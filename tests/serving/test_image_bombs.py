@@ -19,7 +19,7 @@ from sft_keras.modalities.image import ImageModality
 from sft_keras.serving.export import DEFAULT_MAX_IMAGE_PIXELS, export_image_model, image_header_size
 
 from bare_tensorflow import run_bare_tensorflow
-from conftest import make_pattern_image
+from helpers import make_pattern_image
 
 
 def _chunk(kind, data):

@@ -12,7 +12,7 @@ from sft_keras.errors import DataError
 from sft_keras.modalities.image import ImageModality
 from sft_keras.training import train_and_evaluate
 
-from conftest import write_image_folder
+from helpers import write_image_folder
 
 
 def _image_config(**data):

@@ -16,7 +16,7 @@ from sft_keras.errors import DataError, WorkdirError
 from sft_keras.run import RunDir
 from sft_keras.training import train_and_evaluate
 
-from conftest import REPO_ROOT, write_image_folder
+from helpers import REPO_ROOT, write_image_folder
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from sft_keras.data import read_image_folder, read_text_folder
 from sft_keras.errors import DataError
 
-from conftest import write_image_folder
+from helpers import write_image_folder
 
 
 def _write(path, content):
