@@ -1,59 +1,85 @@
 """Training step time and trainable parameters: LoRA vs full fine-tuning of MiniLM.
 
-Builds the configs/quickstart.py model twice (every weight trainable; LoRA
-rank 8 on query/value), compiles both with the quickstart optimizer, and
-times `train_on_batch` on the same real batch (32 utterances, 32 tokens),
-alternating between the two models so that both see the same machine load.
-Reports the median step time of each.
+Builds the configs/quickstart.py model twice, as `sft-train` does (the
+modality's `build_model`, the config's optimizer, `compile_for_task`): every
+weight trainable (learning rate 1e-4), and LoRA rank 8 on query/value
+(1e-3). Times `train_on_batch` on the same real batch (the first training
+batch of the quickstart's pipeline: 32 utterances, 32 tokens), alternating
+between the two models so that both see the same machine load, and reports
+the median step time of each, then the LoRA summary.
 
-Run:
+Run (from the repository root):
 
-    python benchmarks/lora_step_time.py [steps]
+    python benchmarks/lora_step_time.py [steps]     # default 10
+    python benchmarks/lora_step_time.py --smoke     # or SFT_SMOKE=1
+
+`--smoke` uses a tiny random-init BERT (`benchmarks/common.py`; no download,
+no MiniLM package needed), 16 tokens, batches of 8, and 1 timed step: a check
+that the script works (`tests/test_benchmarks.py` runs it), not a measurement.
 """
 
-import importlib.util
+import argparse
+import copy
 import os
 import sys
 import time
 
-import numpy as np
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from sft_keras.models import lora
-from sft_keras.training import optimizers
-from sft_keras.backbones import build_text_backbone, load_text_tokenizer, make_preprocessor
-from sft_keras.config import validate_config
-from sft_keras.data import load_text_data, make_text_dataset
-from sft_keras.models import build_text_model
-from sft_keras.tasks import get_task
+import numpy as np  # noqa: E402
+
+from benchmarks.common import quickstart_config, smoke_requested, tiny_bert_preset  # noqa: E402
+from sft_keras.config import validate_config  # noqa: E402
+from sft_keras.modalities import get_modality  # noqa: E402
+from sft_keras.models import lora  # noqa: E402
+from sft_keras.tasks import compile_for_task  # noqa: E402
+from sft_keras.training import optimizers  # noqa: E402
+
+VARIANTS = (("full", 0, 1e-4), ("lora8", 8, 1e-3))  # name, model.lora_rank, learning rate
 
 
 def _count(weights):
     return int(sum(np.prod(w.shape) for w in weights))
 
 
-def main(steps=10):
-    spec = importlib.util.spec_from_file_location("quickstart", os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "configs", "quickstart.py"))
-    quickstart = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quickstart)
-    data_config = validate_config(quickstart.get_config())
-    data = load_text_data(data_config.data, data_config.task, data_config.seed)
-    tokenizer = load_text_tokenizer("bert", data_config.model.preset)
-    preprocessor = make_preprocessor(tokenizer, data_config.data.sequence_length)
-    dataset = make_text_dataset(data.train, preprocessor, batch_size=32, task=data_config.task)
-    features, labels = next(iter(dataset))
+def base_config(smoke):
+    """The quickstart config; in smoke mode with a tiny BERT, 16 tokens, batches of 8."""
+    config = quickstart_config()
+    if smoke:
+        config.model.preset = tiny_bert_preset(max_sequence_length=16)
+        config.data.sequence_length = 16
+        config.data.max_train_examples = 32
+        config.train.batch_size = 8
+    return config
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("steps", nargs="?", type=int, default=10, help="Timed steps per model.")
+    parser.add_argument("--smoke", action="store_true",
+                        help="Tiny BERT, 1 step (also SFT_SMOKE=1): a check, not a measurement.")
+    args = parser.parse_args(argv)
+    smoke = smoke_requested(args.smoke)
+    steps = 1 if smoke else args.steps
+
+    base = base_config(smoke)
+    modality = get_modality(validate_config(copy.deepcopy(base)))
+    data = modality.load_data()
+    features, labels = next(iter(modality.make_dataset(data.train)))
+    batch, tokens = int(labels.shape[0]), base.data.sequence_length
 
     models, times = {}, {}
-    for name, rank, learning_rate in (("full", 0, 1e-4), ("lora8", 8, 1e-3)):
-        config = quickstart.get_config()
+    for name, rank, learning_rate in VARIANTS:
+        config = copy.deepcopy(base)
         config.model.lora_rank = rank
         config.train.learning_rate = learning_rate
         config = validate_config(config)
-        model = build_text_model(config, build_text_backbone("bert", config.model.preset),
-                                 len(data.class_names))
-        task = get_task(config.task)
-        model.compile(optimizer=optimizers.build_optimizer(config.train), loss=task.loss())
-        model.train_on_batch(features, labels)  # Trace and build the optimizer.
+        model = get_modality(config).build_model(len(data.class_names))
+        optimizer = optimizers.build_optimizer(config.train, model)
+        compile_for_task(model, config, data.class_names, optimizer)
+        optimizer.build(model.trainable_variables)  # Then the first step traces once, not twice.
+        model.train_on_batch(features, labels)  # Trace (untimed).
         models[name], times[name] = model, []
         print(f"{name}: {_count(model.trainable_weights):,} trainable of "
               f"{_count(model.weights):,} parameters", flush=True)
@@ -64,9 +90,10 @@ def main(steps=10):
             times[name].append(time.perf_counter() - start)
     for name in models:
         print(f"{name}: median {1000 * np.median(times[name]):.0f} ms/step "
-              f"over {steps} steps (batch 32, 32 tokens)")
+              f"over {steps} steps (batch {batch}, {tokens} tokens)"
+              f"{' (smoke: not a measurement)' if smoke else ''}")
     print(lora.lora_summary(models["lora8"]))
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10)
+    main()

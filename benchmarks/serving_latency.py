@@ -10,27 +10,35 @@ repeated calls in one process, at batch 1 and batch 32:
   (b) predict:  keras-hub preprocessor + `model.predict(...)`;
   (c) compiled: keras-hub preprocessor + a `tf.function` of `model(x, training=False)`.
 
-Run:
+The export is written by the modality (`get_modality(config).export`), as
+`sft-train` writes it. Run (from the repository root):
 
     python benchmarks/serving_latency.py [--tiny] [--repeats=30] [--sequence_length=32]
+    python benchmarks/serving_latency.py --smoke     # or SFT_SMOKE=1
 
+`--smoke` is `--tiny` with 2 timed calls after 1 warm-up call: a check that
+the script works (`tests/test_benchmarks.py` runs it), not a measurement.
 Timings on a shared or loaded CPU are noisy; compare rows of one run only.
 """
 
 import argparse
+import atexit
 import importlib.util
 import os
+import shutil
 import statistics
+import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from sft_keras.backbones.text import save_tiny_bert_preset  # noqa: E402
+from benchmarks.common import smoke_requested  # noqa: E402
+from sft_keras.backbones import save_tiny_bert_preset  # noqa: E402
 from sft_keras.config import validate_config  # noqa: E402
-from sft_keras.serving.export import export_text_model  # noqa: E402
 from sft_keras.modalities import get_modality  # noqa: E402
 
 TEXTS = [
@@ -59,28 +67,36 @@ def median_ms(fn, repeats, warmup=3):
     return 1000 * statistics.median(times)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true",
                         help="Use a tiny BERT even if MiniLM is installed.")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--sequence_length", type=int, default=32)
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help="--tiny, 2 timed calls after 1 warm-up (also SFT_SMOKE=1).")
+    args = parser.parse_args(argv)
+    warmup = 3
+    if smoke_requested(args.smoke):
+        args.tiny, args.repeats, warmup = True, min(args.repeats, 2), 1
 
     preset = None if args.tiny else minilm_folder()
     name = "all-MiniLM-L6-v2" if preset else "tiny BERT (2 layers, hidden 32)"
     if preset is None:
-        preset = save_tiny_bert_preset(tempfile.mkdtemp(), TINY_VOCAB, hidden_dim=32,
-                                       intermediate_dim=64)
+        preset = tempfile.mkdtemp(prefix="sft_benchmark_tiny_bert_")
+        atexit.register(shutil.rmtree, preset, ignore_errors=True)
+        save_tiny_bert_preset(preset, TINY_VOCAB, hidden_dim=32, intermediate_dim=64)
     config = validate_config({
         "data": {"source": "chatterbot", "sequence_length": args.sequence_length},
         "model": {"backbone": "bert", "preset": preset},
     })
     modality = get_modality(config)
-    preprocessor = modality.preprocessor
+    preprocessor = modality.preprocessor  # (b) and (c) tokenize as training does.
     model = modality.build_model(6)
     classes = [f"class_{i}" for i in range(6)]
-    path = export_text_model(model, preprocessor, tempfile.mkdtemp(), classes, "classification")
+    export_dir = tempfile.mkdtemp(prefix="sft_benchmark_export_")
+    atexit.register(shutil.rmtree, export_dir, ignore_errors=True)
+    path = modality.export(model, export_dir, classes, "classification")
     serve = tf.saved_model.load(path).signatures["serving_default"]
     compiled = tf.function(lambda x: model(x, training=False))
 
@@ -100,10 +116,10 @@ def main():
                 preprocessor(strings)).numpy(),
         }
         for label, fn in cases.items():
-            rows.append((label, batch_size, median_ms(fn, args.repeats)))
+            rows.append((label, batch_size, median_ms(fn, args.repeats, warmup)))
 
     print(f"\nModel: {name}, sequence_length={args.sequence_length}, "
-          f"median of {args.repeats} calls after 3 warm-up calls; "
+          f"median of {args.repeats} calls after {warmup} warm-up calls; "
           f"TF {tf.__version__}, {os.cpu_count()} CPU cores visible")
     print(f"{'path':<50} {'batch':>5} {'median ms':>10} {'ms/example':>11}")
     for label, batch_size, ms in rows:
