@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from conftest import REPO_ROOT, run_cli
+from helpers import REPO_ROOT, run_cli
 
 NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
 
