@@ -1,5 +1,6 @@
-"""(benchmarks/common.py, the helpers the scripts share, runs through every script below.)
-Every script in benchmarks/ runs in smoke mode and prints its table, so none can rot.
+"""Every script in benchmarks/ runs in smoke mode and prints its table, so none can rot.
+
+(benchmarks/common.py, the helpers the scripts share, runs through every script below.)
 
 Smoke mode (`--smoke`, or `SFT_SMOKE=1`) is a tiny model for a step or two
 with no download. These tests check that each script exits 0 and prints the
