@@ -9,6 +9,7 @@ module, and nothing here depends on where the importing test file lives.
 - `load_config_file(path, *args)`: a config file's `get_config(*args)` (see configs/).
 - `VOCAB`, `write_tiny_bert_preset(path)`: a random-init 2-layer BERT preset whose
   vocabulary holds every word of the generated texts.
+- `write_tiny_hub_image_preset(path)`: a random-init 2-stack keras-hub ResNet image preset.
 - `make_pattern_image`, `write_image_folder`: a learnable 3-class image folder.
 - `write_sentiment_csv`, `write_tagged_csv`: a binary (neg/pos) and a multilabel text CSV.
 - `train_image_run`, `train_text_run`: finished tiny runs (a workdir as sft-train leaves it).
@@ -60,6 +61,27 @@ def write_tiny_bert_preset(path, vocabulary=VOCAB, **sizes):
 
 
 # --- Generated images -----------------------------------------------------------
+
+
+def write_tiny_hub_image_preset(path, image_size=32, num_classes=3):
+    """A randomly initialised 2-stack keras-hub ResNet image classifier preset (~90k parameters).
+
+    Saved with `save_to_preset`, image converter included (scale 1/255), as a
+    real keras-hub image preset folder is; for `model.backbone="hub_image"`.
+    """
+    import keras_hub
+
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16],
+        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
+        use_pre_activation=False, image_shape=(None, None, 3))
+    converter = keras_hub.layers.ResNetImageConverter(image_size=(image_size, image_size),
+                                                      scale=1 / 255.0)
+    classifier = keras_hub.models.ResNetImageClassifier(
+        backbone=backbone, num_classes=num_classes,
+        preprocessor=keras_hub.models.ResNetImageClassifierPreprocessor(image_converter=converter))
+    classifier.save_to_preset(str(path))
+    return str(path)
 
 
 def make_pattern_image(class_index, size=32, seed=0):

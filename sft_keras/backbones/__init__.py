@@ -1,7 +1,8 @@
 """Pretrained backbones by name.
 
 `BACKBONES` maps a name to a `BackboneSpec`: image backbones from
-`keras.applications`, text encoders from keras-hub.
+`keras.applications` and keras-hub presets (`hub_image`), text encoders from
+keras-hub.
 """
 
 from sft_keras.backbones.registry import BACKBONES, BackboneSpec, get_backbone_spec
@@ -10,6 +11,8 @@ from sft_keras.backbones.images import (
     build_image_backbone,
 )
 
+from sft_keras.backbones import hub_images  # noqa: F401  (registers "hub_image")
+from sft_keras.backbones.hub_images import ScaleOffset
 from sft_keras.backbones.text import (
     MaskedAveragePooling,
     MaskedMaxPooling,
@@ -29,6 +32,7 @@ __all__ = [
     "BACKBONES",
     "BackboneSpec",
     "ImagePreprocessing",
+    "ScaleOffset",
     "build_image_backbone",
     "get_backbone_spec",
 ]

@@ -47,6 +47,16 @@ class ImageModality(Modality):
     def check_model_config(cls, m, check_files):
         from sft_keras.config import _fail, _one_of
 
+        if m.backbone == "hub_image":
+            if not m.preset:
+                _fail("model.preset", m.preset, "must name a keras-hub image preset or a local "
+                      "preset folder for model.backbone='hub_image'")
+            if m.weights is not None:
+                _fail("model.weights", m.weights, "is for keras.applications backbones; a "
+                      "'hub_image' backbone takes its weights from model.preset")
+        elif m.preset:
+            _fail("model.preset", m.preset, f"is for keras-hub backbones; model.backbone="
+                  f"{m.backbone!r} takes model.weights (or use model.backbone='hub_image')")
         if m.weights not in (None, "imagenet"):
             if not isinstance(m.weights, str) or (check_files and not os.path.isfile(m.weights)):
                 _fail("model.weights", m.weights,
@@ -91,7 +101,7 @@ class ImageModality(Modality):
         if not pretrained and config.model.weights is not None:
             config = validate_config(config.to_dict(), check_files=False)
             config.model.weights = None  # A checkpoint will set every weight: no download.
-        return build_image_model(config, num_classes)
+        return build_image_model(config, num_classes, pretrained=pretrained)
 
     def export(self, model, export_dir, class_names, task, info=None, version=None,
                overwrite=False):

@@ -2,6 +2,7 @@
 
 import keras
 
+from sft_keras.backbones import hub_images
 from sft_keras.models import freezing
 from sft_keras.backbones import (
     ImagePreprocessing,
@@ -101,7 +102,20 @@ def build_augmentation(augment_config):
     return layers
 
 
-def build_image_model(config, num_classes):
+def _image_backbone_and_preprocessing(config, pretrained):
+    """The backbone and the layer that turns [0, 255] pixels into its input."""
+    height, width = config.data.image_size
+    if config.model.backbone == hub_images.NAME:
+        backbone = hub_images.build_hub_image_backbone(config.model.preset, pretrained)
+        scale, offset = hub_images.preset_scaling(config.model.preset)
+        return backbone, hub_images.ScaleOffset(scale, offset, name="preprocessing")
+    backbone = build_image_backbone(
+        config.model.backbone, weights=config.model.weights, input_shape=(height, width, 3)
+    )
+    return backbone, ImagePreprocessing(config.model.backbone, name="preprocessing")
+
+
+def build_image_model(config, num_classes, pretrained=True):
     """Builds the image model the config describes, with freezing applied.
 
     The model takes float pixels in [0, 255], shape `[batch, height, width, 3]`
@@ -111,6 +125,10 @@ def build_image_model(config, num_classes):
     Args:
         config: a validated config (see `sft_keras.config`).
         num_classes: int. Number of classes (1 for regression).
+        pretrained: bool. For `model.backbone="hub_image"`: load the preset's
+            weights (False: same architecture, random weights, for a
+            checkpoint to fill). `keras.applications` backbones follow
+            `model.weights`.
 
     Returns:
         An uncompiled functional `keras.Model`; its backbone is the nested
@@ -126,16 +144,14 @@ def build_image_model(config, num_classes):
     (None, 10)
     """
     height, width = config.data.image_size
-    backbone = build_image_backbone(
-        config.model.backbone, weights=config.model.weights, input_shape=(height, width, 3)
-    )
+    backbone, preprocessing = _image_backbone_and_preprocessing(config, pretrained)
     apply_freeze_config(backbone, config.model.freeze)
 
     inputs = keras.Input((height, width, 3), name="image")
     x = inputs
     for layer in build_augmentation(config.data.augment):
         x = layer(x)
-    x = ImagePreprocessing(config.model.backbone, name="preprocessing")(x)
+    x = preprocessing(x)
     x = backbone(x)
     head = config.model.head
     outputs = add_head(
