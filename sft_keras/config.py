@@ -100,8 +100,12 @@ def get_default_config():
     c.model.weights = config_dict.placeholder(str)
     # Text ('bert' backbone): a keras-hub preset name (downloads; needs network),
     # a local keras-hub preset folder, or a local Hugging Face checkpoint folder
-    # (config.json + model.safetensors + vocab.txt).
+    # (config.json + model.safetensors + vocab.txt). Images ('hub_image'
+    # backbone): a keras-hub image preset name or local preset folder.
     c.model.preset = ""
+    # 'hub_image' backbones: False builds the preset's architecture with random
+    # weights (a from-scratch baseline) instead of loading its pretrained weights.
+    c.model.preset_weights = True
     c.model.freeze = config_dict.ConfigDict()
     # Freeze backbone.layers[:until]; negative values count from the end
     # (until=-4 leaves the last 4 layers trainable). None freezes nothing by index.

@@ -54,7 +54,10 @@ class ImageModality(Modality):
             if m.weights is not None:
                 _fail("model.weights", m.weights, "is for keras.applications backbones; a "
                       "'hub_image' backbone takes its weights from model.preset")
-        elif m.preset:
+        elif m.preset or m.preset_weights is not True:
+            if not m.preset:
+                _fail("model.preset_weights", m.preset_weights,
+                      "is for model.backbone='hub_image'; use model.weights=None for random init")
             _fail("model.preset", m.preset, f"is for keras-hub backbones; model.backbone="
                   f"{m.backbone!r} takes model.weights (or use model.backbone='hub_image')")
         if m.weights not in (None, "imagenet"):

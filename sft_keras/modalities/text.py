@@ -57,6 +57,8 @@ class TextModality(Modality):
             _fail("model.preset", m.preset, "must name a keras-hub preset or a local folder")
         if m.weights is not None:
             _fail("model.weights", m.weights, "is for image backbones; use model.preset for text")
+        if m.preset_weights is not True:
+            _fail("model.preset_weights", m.preset_weights, "is for model.backbone='hub_image'")
         _one_of("model.head.pooling", m.head.pooling, ("avg", "max", "cls"))
 
     def __init__(self, config):

@@ -106,7 +106,8 @@ def _image_backbone_and_preprocessing(config, pretrained):
     """The backbone and the layer that turns [0, 255] pixels into its input."""
     height, width = config.data.image_size
     if config.model.backbone == hub_images.NAME:
-        backbone = hub_images.build_hub_image_backbone(config.model.preset, pretrained)
+        backbone = hub_images.build_hub_image_backbone(
+            config.model.preset, pretrained and config.model.preset_weights)
         scale, offset = hub_images.preset_scaling(config.model.preset)
         return backbone, hub_images.ScaleOffset(scale, offset, name="preprocessing")
     backbone = build_image_backbone(
