@@ -28,9 +28,10 @@ with its own workdir; the variant is the config argument:
 - `random`: the same architecture from random weights, BatchNorm trained,
   Adam 1e-3.
 
-Expected (validation accuracy, 42 held-out images, seed 0, 2 CPU cores):
-see docs/models.md, "A real pretrained image model offline", for the
-figures measured and the time each run took.
+Expected validation accuracy (41 held-out images, seed 0; measured on 2 busy
+CPU cores, 5-14 min each): fine-tune 0.927, probe 0.854, random 0.317 (the
+most frequent class is 0.32). See docs/models.md, "A real pretrained image
+model offline".
 """
 
 from sft_keras.config import get_default_config
