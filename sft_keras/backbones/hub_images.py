@@ -98,7 +98,7 @@ class ScaleOffset(keras.layers.Layer):
 
     >>> import numpy as np
     >>> layer = ScaleOffset(scale=1 / 128, offset=-127 / 128)
-    >>> np.asarray(layer(np.array([[[[127.0, 255.0, 0.0]]]]))).round(4).tolist()
+    >>> np.asarray(layer(np.array([[[[127.0, 255.0, 0.0]]]])), "float64").round(4).tolist()
     [[[[0.0, 1.0, -0.9922]]]]
     """
 
