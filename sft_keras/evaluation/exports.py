@@ -28,8 +28,9 @@ def litert_predictor(path, num_threads=1):
 
     >>> import keras, tempfile
     >>> from sft_keras.serving.formats import export_graph_format
-    >>> model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
-    ...                           keras.layers.Dense(2, activation="softmax")])
+    >>> inputs = keras.Input((4, 4, 3))
+    >>> outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs))
+    >>> model = keras.Model(inputs, outputs)
     >>> folder = export_graph_format("litert", model, tempfile.mkdtemp(), ["a", "b"],
     ...                              "classification", ("float32",), {})
     >>> predict = litert_predictor(os.path.join(folder, "model_float32.tflite"))
@@ -210,7 +211,7 @@ def write_exports_report(report_dir, rows, max_accuracy_drop=0.01, workdir=None)
     new_paths = {r["path"] for r in rows}
     kept = [r for r in old if r["format"] != "keras" and r["path"] not in new_paths
             and os.path.exists(r["path"])]
-    merged = rows[:1] + sorted(kept + rows[1:], key=lambda r: r["path"])
+    merged = rows[:1] + sorted(kept + rows[1:], key=_row_order)
     shown = display_rows(merged, workdir)
     flagged = [r for r in shown if r["flagged"]]
     text = ["# Exported files checked against the Keras model", "",
@@ -227,6 +228,15 @@ def write_exports_report(report_dir, rows, max_accuracy_drop=0.01, workdir=None)
     path = os.path.join(report_dir, "exports.md")
     atomic_write_text(path, "\n".join(text))
     return path
+
+
+def _row_order(row):
+    from sft_keras.serving.formats import FORMATS, VARIANTS
+
+    variants = list(VARIANTS.get(row["format"], ()))
+    return (FORMATS.index(row["format"]) if row["format"] in FORMATS else len(FORMATS),
+            os.path.dirname(row["path"]),
+            variants.index(row["variant"]) if row["variant"] in variants else len(variants))
 
 
 def display_rows(rows, workdir):

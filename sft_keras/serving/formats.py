@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -116,7 +117,8 @@ def float32_model(model, rebuild=None):
 
     >>> from sft_keras.training.distribute import precision_policy
     >>> def build():
-    ...     return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    ...     inputs = keras.Input((3,))
+    ...     return keras.Model(inputs, keras.layers.Dense(2)(inputs))
     >>> with precision_policy("mixed_bfloat16"):
     ...     mixed = build()
     >>> float32_model(mixed, build).layers[0].compute_dtype
@@ -146,7 +148,8 @@ def graph_inputs(model):
 
     Example:
 
-    >>> model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten()])
+    >>> inputs = keras.Input((32, 32, 3))
+    >>> model = keras.Model(inputs, keras.layers.Flatten()(inputs))
     >>> [(s.name, s.shape.as_list()) for s in graph_inputs(model)]
     [('images', [None, 32, 32, 3])]
     """
@@ -205,7 +208,9 @@ def convert_litert(model, task, variants, representative=None):
                 converter.representative_dataset = representative
                 converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             try:
-                files[variant] = converter.convert()
+                with warnings.catch_warnings():  # Calibration runs tf.lite.Interpreter.
+                    warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprec")
+                    files[variant] = converter.convert()
             except Exception as e:  # The converter raises ConverterError and others.
                 raise ExportError(f"LiteRT conversion of variant {variant!r} failed: "
                                   + " ".join(str(e).split())[-600:]) from None
@@ -268,8 +273,9 @@ def export_graph_format(export_format, model, export_base, class_names, task, va
 
     Example:
 
-    >>> model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
-    ...                           keras.layers.Dense(2, activation="softmax")])
+    >>> inputs = keras.Input((4, 4, 3))
+    >>> outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs))
+    >>> model = keras.Model(inputs, outputs)
     >>> path = export_graph_format("litert", model, tempfile.mkdtemp(), ["a", "b"],
     ...                            "classification", ("float32",), {})
     >>> sorted(os.listdir(path))
@@ -513,3 +519,29 @@ def calibration_examples(dataset, specs, limit):
                 count += 1
 
     return representative
+
+
+def export_and_check_run(workdir, formats, data=None):
+    """End of `sft-train` (`export.formats`): writes each LiteRT/ONNX format of the run's best
+    checkpoint (rebuilt by `load_run`, so in float32) and checks them into report/exports.md.
+
+    Returns:
+        dict: format -> written version folder.
+    """
+    from absl import logging
+
+    from sft_keras.evaluation.exports import check_run_exports, display_rows, format_table
+    from sft_keras.run import load_run
+
+    run = load_run(workdir)
+    paths = {f: run.export(format=f, data=data) for f in formats if f != "saved_model"}
+    rows, report = check_run_exports(run, list(paths.values()), data=data)
+    drop = run.config.export.max_accuracy_drop
+    logging.info("Exported %s; checked against Keras in %s:\n%s", paths, report,
+                 format_table(display_rows(rows, workdir), drop))
+    for r in rows:
+        if r["flagged"]:
+            logging.warning("%s %s: accuracy %.4f is more than export.max_accuracy_drop=%g "
+                            "below Keras (%.4f).", r["format"], r["variant"], r["accuracy"],
+                            drop, rows[0]["accuracy"])
+    return paths
