@@ -212,7 +212,7 @@ def get_default_config():
 
     # === Export ===
     c.export = config_dict.ConfigDict()
-    c.export.enabled = True  # Write a SavedModel to <workdir>/export/<version>/.
+    c.export.enabled = True  # Export at the end of training (export.formats; False: none).
     # Image exports: the most pixels (width x height, read from the file's header
     # before decoding) a served image may have; a bigger one (a decompression bomb)
     # is a valid=false row, never decoded. The default is about 7071 x 7071.

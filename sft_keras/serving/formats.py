@@ -100,7 +100,7 @@ def _parse_names(value, known, key, what, known_what):
     return tuple(dict.fromkeys(names))
 
 
-def float32_model(model, rebuild=None):
+def float32_model(model, rebuild):
     """Returns `model` if it computes in float32, else a float32 copy with the same weights.
 
     Mixed-precision variables are float32 already, so the copy's weights are
@@ -109,9 +109,9 @@ def float32_model(model, rebuild=None):
 
     Args:
         model: a `keras.Model`.
-        rebuild: callable or None. Builds the same architecture again (called
-            under the float32 policy); None clones `model` with every layer's
-            dtype policy set to float32.
+        rebuild: callable. Builds the same architecture again (called under
+            the float32 policy only when `model` computes in mixed precision);
+            e.g. the run's `modality.build_model(num_classes, pretrained=False)`.
 
     Example:
 
@@ -130,17 +130,10 @@ def float32_model(model, rebuild=None):
     if any(getattr(layer, "dtype_policy", None) is not None
            and layer.dtype_policy.name.startswith("mixed") for layer in model._flatten_layers()):
         with precision_policy("float32"):
-            copy = rebuild() if rebuild is not None else keras.models.clone_model(
-                model, clone_function=_float32_layer)
+            copy = rebuild()
         copy.set_weights(model.get_weights())
         model = copy
     return merge_lora(model)
-
-
-def _float32_layer(layer):
-    config = layer.get_config()
-    config["dtype"] = "float32"
-    return layer.__class__.from_config(config)
 
 
 def graph_inputs(model):
