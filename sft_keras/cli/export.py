@@ -48,14 +48,14 @@ def main(argv):
     try:
         formats = parse_formats(values.format)
         if export_dir and len(formats) > 1:
-            raise ExportError(f"--export_dir holds the versions of one format; export one format "
-                           f"at a time with it. Received: --format={values.format!r}")
+            raise ExportError(f"--export_dir holds the versions of one format; export one "
+                              f"format at a time with it. Received: --format={values.format!r}")
         variants = None
         if values.variants:
             graph = [f for f in formats if f != "saved_model"]
             if len(graph) != 1:
                 raise ExportError("--variants needs exactly one of --format=litert or onnx. "
-                               f"Received: --format={values.format!r}")
+                                  f"Received: --format={values.format!r}")
             variants = parse_variants(graph[0], values.variants)
         if version is not None:  # Fail before the model is rebuilt.
             for export_format in formats:
@@ -64,7 +64,9 @@ def main(argv):
         run = load_run(workdir, checkpoint=values.checkpoint)
         graph_folders, data = [], None
         for export_format in formats:
-            if export_format != "saved_model" and data is None:
+            calibrate = export_format == "litert" and "int8" in (
+                variants or run.config.export.litert_variants)
+            if export_format != "saved_model" and data is None and (values.check or calibrate):
                 from sft_keras.serving.formats import load_run_data
 
                 data = load_run_data(run, f"--format={export_format} (int8 calibration and "
@@ -74,7 +76,7 @@ def main(argv):
             print(f"Exported {FORMAT_NAMES[export_format]} to {path}", flush=True)
             if export_format != "saved_model":
                 graph_folders.append(path)
-        if graph_folders:
+        if graph_folders and values.check:
             from sft_keras.evaluation.exports import (check_run_exports, display_rows,
                                                       format_table)
 
@@ -109,6 +111,9 @@ def _define_flags():
     flags.DEFINE_bool("overwrite", False, "Replace the version if it exists.")
     flags.DEFINE_string(
         "format", "saved_model", "saved_model, litert or onnx (or several, comma-separated).")
+    flags.DEFINE_bool(
+        "check", True, "LiteRT/ONNX: run each file on the validation split against Keras "
+        "(report/exports.md). --nocheck needs no data unless the int8 LiteRT file is written.")
     flags.DEFINE_string(
         "variants", None, "LiteRT/ONNX variants, comma-separated. Default: the run's "
         "export.litert_variants / export.onnx_variants.")

@@ -56,6 +56,19 @@ def test_sft_export_litert_and_onnx_with_the_check_table(tiny_image_run, tmp_pat
     assert again.returncode != 0 and "Traceback" not in again.stderr
     assert "export_onnx/1' already exists" in again.stderr
 
+    # Without the training data: --nocheck exports the variants that need no calibration;
+    # the check says which data it could not read.
+    config_path = os.path.join(workdir, "config.json")
+    config = json.load(open(config_path))
+    config["data"]["path"] = str(tmp_path / "moved_away")
+    json.dump(config, open(config_path, "w"))
+    bare = _export(f"--workdir={workdir}", "--format=litert", "--variants=float32", "--nocheck")
+    assert bare.returncode == 0, bare.stderr[-3000:]
+    assert os.listdir(os.path.join(workdir, "export_litert", "2")) and "| keras" not in bare.stdout
+    checked = _export(f"--workdir={workdir}", "--format=litert", "--variants=float32")
+    assert checked.returncode != 0 and "Traceback" not in checked.stderr
+    assert "reads the run's data" in checked.stderr and "moved_away" in checked.stderr
+
 
 def test_sft_export_bad_format_lists_the_known_ones(tiny_image_run):
     result = _export(f"--workdir={tiny_image_run[0]}", "--format=tflite")
