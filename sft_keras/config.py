@@ -358,19 +358,23 @@ def _check_values(c, check_files=True):
     _check_runtime(c.runtime)
     # export.enabled is a bool; `_merge_values` already checked its type.
     _positive_int("export.max_image_pixels", c.export.max_image_pixels)
-    _check_export_formats(c.export)
+    _check_export_formats(c.export, c.task)
 
 
-def _check_export_formats(e):
+def _check_export_formats(e, task):
     from sft_keras.errors import ExportError
-    from sft_keras.serving.formats import parse_formats, parse_variants
+    from sft_keras.serving.formats import TASKS, parse_formats, parse_variants
 
     try:
-        parse_formats(e.formats, "export.formats")
+        formats = parse_formats(e.formats, "export.formats")
         for name in ("litert", "onnx"):
             parse_variants(name, e[f"{name}_variants"], f"export.{name}_variants")
     except ExportError as error:
         raise ConfigError(str(error)) from None
+    if set(formats) - {"saved_model"} and task not in TASKS:
+        _fail("export.formats", tuple(formats), f"may name 'litert' and 'onnx' only for task "
+              f"{' or '.join(map(repr, TASKS))} (graphs returning class probabilities); "
+              f"task={task!r}")
     _positive_int("export.calibration_examples", e.calibration_examples)
     _fraction("export.max_accuracy_drop", e.max_accuracy_drop)
 

@@ -183,3 +183,35 @@ def test_mixed_precision_model_is_exported_from_a_float32_copy(tmp_path):
     for a, b in zip(mixed.get_weights(), copy.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert [s.dtype.name for s in graph_inputs(copy)] == ["float32"]
+
+
+def test_litert_and_onnx_for_regression_are_refused_in_the_config():
+    from sft_keras.config import validate_config
+
+    with pytest.raises(ConfigError, match="for task 'classification' or 'binary'.*"
+                                          "Received: export.formats=\\('onnx',\\)"):
+        validate_config({"task": "regression", "model": {"backbone": "small_cnn"},
+                         "export": {"formats": ("onnx",)}}, check_files=False)
+
+
+def test_a_text_run_exports_and_checks_on_its_validation_split(tiny_text_run, tmp_path):
+    import shutil
+
+    from sft_keras.evaluation.exports import check_run_exports
+    from sft_keras.run import load_run
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(tiny_text_run[0], workdir)  # The shared run is not modified.
+    run = load_run(workdir)
+    path = run.export(format="onnx", variants=("float32",))
+    assert path == os.path.join(workdir, "export_onnx", "1")
+    rows, report = check_run_exports(run, [path], latency=False)
+    assert [(r["format"], r["variant"]) for r in rows] == [("keras", "float32 (reference)"),
+                                                           ("onnx", "float32")]
+    assert rows[1]["num_examples"] == 12  # 48 examples, validation_split 0.25.
+    assert rows[1]["agreement"] == 1.0 and rows[1]["max_prob_diff"] < 1e-4
+    assert rows[1]["accuracy"] == rows[0]["accuracy"]
+    assert "| onnx | float32 | export_onnx/1/model_float32.onnx |" in open(report).read()
+    info = json.load(open(os.path.join(path, "export_info.json")))
+    assert info["preprocessing"]["text_columns"] == ["text"]
+    assert info["trained_precision"] == "float32" and info["checkpoint"] == "best.weights.h5"
