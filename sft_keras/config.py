@@ -212,11 +212,26 @@ def get_default_config():
 
     # === Export ===
     c.export = config_dict.ConfigDict()
-    c.export.enabled = True  # Write a SavedModel to <workdir>/export/<version>/.
+    c.export.enabled = True  # Export at the end of training (export.formats; False: none).
     # Image exports: the most pixels (width x height, read from the file's header
     # before decoding) a served image may have; a bigger one (a decompression bomb)
     # is a valid=false row, never decoded. The default is about 7071 x 7071.
     c.export.max_image_pixels = 50_000_000
+    # What sft-train writes at the end: 'saved_model' (<workdir>/export/<N>/, raw
+    # inputs), 'litert' (<workdir>/export_litert/<N>/*.tflite) and/or 'onnx'
+    # (<workdir>/export_onnx/<N>/*.onnx). LiteRT and ONNX graphs take token ids or
+    # pixels and are checked against Keras in report/exports.md (docs/serving.md).
+    c.export.formats = ("saved_model",)
+    # LiteRT files written: 'float32', 'float16', 'dynamic_int8' (int8 weights) and
+    # 'int8' (int8 weights and activations, calibrated on training examples).
+    c.export.litert_variants = ("float32", "float16", "dynamic_int8", "int8")
+    # ONNX files written: 'float32', 'int8' (onnxruntime's dynamic quantization).
+    c.export.onnx_variants = ("float32", "int8")
+    # Training examples (the first ones, unshuffled) that calibrate the 'int8' LiteRT file.
+    c.export.calibration_examples = 200
+    # A LiteRT/ONNX file whose validation accuracy is more than this below the Keras
+    # float32 model's is flagged in report/exports.md and in the command's output.
+    c.export.max_accuracy_drop = 0.01
 
     c.lock()
     return c
@@ -343,6 +358,25 @@ def _check_values(c, check_files=True):
     _check_runtime(c.runtime)
     # export.enabled is a bool; `_merge_values` already checked its type.
     _positive_int("export.max_image_pixels", c.export.max_image_pixels)
+    _check_export_formats(c.export, c.task)
+
+
+def _check_export_formats(e, task):
+    from sft_keras.errors import ExportError
+    from sft_keras.serving.formats import TASKS, parse_formats, parse_variants
+
+    try:
+        formats = parse_formats(e.formats, "export.formats")
+        for name in ("litert", "onnx"):
+            parse_variants(name, e[f"{name}_variants"], f"export.{name}_variants")
+    except ExportError as error:
+        raise ConfigError(str(error)) from None
+    if set(formats) - {"saved_model"} and task not in TASKS:
+        _fail("export.formats", tuple(formats), f"may name 'litert' and 'onnx' only for task "
+              f"{' or '.join(map(repr, TASKS))} (graphs returning class probabilities); "
+              f"task={task!r}")
+    _positive_int("export.calibration_examples", e.calibration_examples)
+    _fraction("export.max_accuracy_drop", e.max_accuracy_drop)
 
 
 def _check_top_level(c):

@@ -18,6 +18,7 @@ Python API read it back. All of them go through `RunDir` (the layout) and
                          thresholds.json (multilabel)
       report_<name>/     sft-eval's reports on other data
       export/<N>/        SavedModels for TF Serving, one version per export
+      export_litert/<N>/, export_onnx/<N>/   .tflite / .onnx files (sft-export --format)
       .lock              while sft-train runs: its pid, host and start time
 """
 
@@ -140,6 +141,11 @@ class RunDir:
     report = property(lambda self: os.path.join(self.path, "report"))
     thresholds_path = property(lambda self: os.path.join(self.report, "thresholds.json"))
     lock_path = property(lambda self: os.path.join(self.path, ".lock"))
+
+    def export_dir(self, export_format="saved_model"):
+        """`export/` (SavedModels), or `export_<format>/` (`"litert"`, `"onnx"`)."""
+        return self.export if export_format == "saved_model" else os.path.join(
+            self.path, f"export_{export_format}")
 
     def report_dir(self, name=None):
         """`report/` (the validation split), or `report_<name>/` for other data."""
@@ -480,18 +486,32 @@ class Run:
     def workdir(self):
         return self.run_dir.path
 
-    def export(self, export_dir=None, version=None, overwrite=False):
-        """Writes the model as a SavedModel for TF Serving, as training does.
+    def export(self, export_dir=None, version=None, overwrite=False, format="saved_model",
+               variants=None, data=None):
+        """Writes the model as a SavedModel for TF Serving (as training does), LiteRT or ONNX.
 
         Args:
             export_dir: str or None. The folder holding the versions; None
-                means `<workdir>/export`.
+                means `<workdir>/export` (`<workdir>/export_<format>` for
+                LiteRT and ONNX).
             version: int or None. None: one more than the highest present.
             overwrite: bool. Replace an existing `version` (else `ExportError`).
+            format: str. `"saved_model"`, `"litert"` or `"onnx"`
+                (`sft_keras.serving.formats`).
+            variants: tuple or None. LiteRT/ONNX variants; None: the run's
+                `export.<format>_variants`.
+            data: the modality's `load_data()` result, or None to read it
+                when needed (int8 calibration).
 
         Returns:
             str. The path of the written version folder.
         """
+        if format != "saved_model":
+            from sft_keras.serving.formats import export_run, parse_formats
+
+            parse_formats(format, "format")
+            return export_run(self, format, export_dir, version=version, overwrite=overwrite,
+                              variants=variants, data=data)
         info = {"backbone": self.config.model.backbone, "preset": self.config.model.preset,
                 "workdir": os.path.abspath(self.workdir),
                 "checkpoint": os.path.basename(self.checkpoint)}

@@ -189,12 +189,17 @@ def _run(config, run_dir, strategy, overwrite=False, callbacks=()):
     task, metrics = _evaluate(model, config, run_dir, validation_ds, data, strategy)
 
     # === Export ===
-    if config.export.enabled and distribute.is_chief(strategy):
+    chief_exports = config.export.enabled and distribute.is_chief(strategy)
+    if chief_exports and "saved_model" in config.export.formats:
         info = {"backbone": config.model.backbone, "preset": config.model.preset,
                 "metrics": dict(metrics)}
         metrics["export_path"] = modality.export(model, run_dir.export, data.class_names, task,
                                                  info=info)
         logging.info("Exported SavedModel to %s", metrics["export_path"])
+    if chief_exports and set(config.export.formats) - {"saved_model"}:
+        from sft_keras.serving.formats import export_and_check_run  # LiteRT, ONNX.
+
+        metrics["export_paths"] = export_and_check_run(run_dir.path, config.export.formats, data)
     resume.mark_complete(run_dir)
     return metrics
 
