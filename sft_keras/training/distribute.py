@@ -306,6 +306,16 @@ def _position(state):
     return f"after epoch {state['last_epoch']}"
 
 
+def _error_summary(error):
+    """The telling line of a TensorFlow error: not "Graph execution error:" nor its stack."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    useful = [line for line in lines if line and not line.startswith(
+        ("Graph execution error", "Detected at node", "File ", "[[", "Additional GRPC",
+         ":UNKNOWN:", "Stack trace"))
+        and not line.endswith("(most recent call last):")]
+    return " ".join(useful)[:400] or type(error).__name__
+
+
 @contextlib.contextmanager
 def collective_errors(strategy, runtime_config, checkpoints):
     """Turns a failed multi-worker collective (a dead or hung worker) into a `TrainingError`.
@@ -333,7 +343,7 @@ def collective_errors(strategy, runtime_config, checkpoints):
         from sft_keras.errors import TrainingError
 
         task_type, task_id = task_info(strategy)
-        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        detail = _error_summary(e)
         timeout = getattr(runtime_config, "collective_timeout_s", 0)
         raise TrainingError(
             f"Multi-worker training stopped on {task_type} {task_id}: a collective operation "
