@@ -191,8 +191,8 @@ def get_default_config():
     # Items: backbone | all | until=N | freeze=REGEX | lr=FACTOR (see
     # sft_keras.models.freezing.parse_stages). Empty: model.freeze for every epoch.
     # When set, it replaces model.freeze.until/patterns/backbone (batchnorm stays).
-    # Rerunning sft-train on the same workdir resumes after the last finished
-    # epoch (weights, optimizer state, stage); --overwrite starts afresh.
+    # Rerunning sft-train on the same workdir resumes at the last commit
+    # (weights, optimizer state, stage); --overwrite starts afresh.
     c.train.stages = ()
     # Also commit (weights, optimizer state, position in the epoch) every N
     # training steps inside an epoch, so a rerun after a kill resumes at that

@@ -6,8 +6,10 @@ depends on the kind of input (images, text) comes from the run's modality
 loss and metrics from `sft_keras.tasks.compile_for_task`: this module only
 orders the steps.
 
-Rerunning on the same workdir resumes an unfinished run after its last
-finished epoch (and does not retrain a finished one); `overwrite=True`
+Rerunning on the same workdir resumes an unfinished run at its last commit
+(the end of an epoch, or a step inside one with `train.checkpoint_every_steps`
+or after SIGTERM; `sft_keras.training.preemption`), and does not retrain a
+finished one; `overwrite=True`
 (`--overwrite`) starts afresh, keeping `export/`. A workdir holds one run at
 a time (`RunDir.lock`). See `sft_keras.run` for what the workdir receives.
 """
@@ -104,9 +106,10 @@ def train_and_evaluate(config, workdir, overwrite=False, callbacks=()):
     text and tokenize it in the pipeline (`sft_keras.modalities`).
     Everything else is shared.
 
-    A workdir holding an unfinished run (killed, or stopped by a NaN loss)
-    resumes after its last finished epoch, with the optimizer state and the
-    unfreezing stage; one holding a finished run is not trained again (its
+    A workdir holding an unfinished run (killed, preempted, or stopped by a
+    NaN loss) resumes at its last commit (after an epoch, or at a step inside
+    one), with the optimizer state and the unfreezing stage; one holding a
+    finished run is not trained again (its
     metrics are returned). `overwrite=True` deletes the previous run's
     checkpoints, logs and metrics (never `export/`) and starts afresh.
 
@@ -123,6 +126,10 @@ def train_and_evaluate(config, workdir, overwrite=False, callbacks=()):
     Raises:
         WorkdirError: another training run holds `workdir` (`RunDir.lock`:
             the error names that process; a killed process's lock is taken over).
+        Preempted: SIGTERM arrived during training; the position is
+            committed and rerunning resumes from it (`sft-train` exits 75).
+        TrainingError: the loss became NaN, or (multi-worker) another
+            worker died or hangs.
 
     Example:
 
