@@ -128,3 +128,28 @@ def test_sigterm_to_sft_train_exits_75_and_the_rerun_matches_an_uninterrupted_ru
     for name in expected:
         np.testing.assert_allclose(resumed[name], expected[name], rtol=1e-5, atol=1e-6,
                                    err_msg=name)
+
+
+def test_sigterm_during_a_tune_trial_stops_the_search(tmp_path, monkeypatch):
+    from sft_keras.training import loop
+    from sft_keras.tune import run_tune
+
+    images = write_image_folder(str(tmp_path / "images"), per_class=4)
+    config = validate_config({
+        "data": {"source": "image_folder", "path": images, "validation_split": 0.25},
+        "model": {"backbone": "small_cnn", "freeze": {"batchnorm": False}},
+        "train": {"epochs": 1, "batch_size": 3, "early_stopping_patience": 0},
+        "export": {"enabled": False},
+    })
+    build = loop.build_callbacks
+
+    def with_sigterm(*args, **kwargs):  # A real SIGTERM after the first batch of a trial.
+        callbacks = build(*args, **kwargs)
+        return callbacks[:-1] + [SigtermAt(0, 0)] + callbacks[-1:]
+
+    monkeypatch.setattr(loop, "build_callbacks", with_sigterm)
+    workdir = str(tmp_path / "tune")
+    with pytest.raises(Preempted):  # Not recorded as a failed trial and on to the next one.
+        run_tune(config, workdir, ["train.learning_rate=1e-3,3e-3"])
+    rows = open(os.path.join(workdir, "trials.csv")).read()
+    assert "running" in rows and "failed" not in rows
