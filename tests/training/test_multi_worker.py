@@ -14,13 +14,14 @@ import pytest
 from helpers import REPO_ROOT, write_image_folder
 
 WORKER_SCRIPT = """
-import json, os, signal, sys
+import json, os, signal, sys, time
 import keras, numpy as np
 from sft_keras.training import loop as train
 from sft_keras.config import validate_config
 
 config_json, workdir, weights_path = sys.argv[1:4]
-kill_at = int(sys.argv[4]) if len(sys.argv) > 4 else 0  # SIGKILL itself after this many steps.
+# After this many steps: SIGKILL itself (> 0), or hang 30 s in Python (< 0: alive, not training).
+kill_at = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 
 
 class SaveFinalWeights(keras.callbacks.Callback):
@@ -30,8 +31,8 @@ class SaveFinalWeights(keras.callbacks.Callback):
 
 class KillAt(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
-        if kill_at and int(self.model.optimizer.iterations.numpy()) >= kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if kill_at and int(self.model.optimizer.iterations.numpy()) >= abs(kill_at):
+            os.kill(os.getpid(), signal.SIGKILL) if kill_at > 0 else time.sleep(30)
 
 
 build = train.build_callbacks
@@ -102,18 +103,23 @@ def test_two_workers_end_with_identical_weights_and_only_the_chief_writes(tmp_pa
     assert metrics[0]["accuracy"] == metrics[1]["accuracy"]
 
 
-@pytest.mark.slow  # 119 s measured on 2 busy CPU cores (two workers, twice).
-def test_a_dead_worker_stops_the_other_and_a_restart_resumes_from_the_chiefs_commit(tmp_path):
-    images = write_image_folder(str(tmp_path / "images"), per_class=16)
-    config = {  # 36 training images, batch 4: 9 steps an epoch; a commit every 3 steps.
+def _stepped_config(images, collective_timeout_s):
+    return {  # 36 training images, batch 4: 9 steps an epoch; a commit every 3 steps.
         "data": {"source": "image_folder", "path": images, "validation_split": 0.25},
         "model": {"backbone": "small_cnn", "freeze": {"batchnorm": False},
                   "head": {"dropout": 0.0}},
         "train": {"epochs": 2, "batch_size": 4, "learning_rate": 2e-3,
                   "early_stopping_patience": 0, "checkpoint_every_steps": 3},
-        "runtime": {"strategy": "multi_worker_mirrored", "collective_timeout_s": 60.0},
+        "runtime": {"strategy": "multi_worker_mirrored",
+                    "collective_timeout_s": collective_timeout_s},
         "export": {"enabled": False},
     }
+
+
+@pytest.mark.slow  # 119 s measured on 2 busy CPU cores (two workers, twice).
+def test_a_dead_worker_stops_the_other_and_a_restart_resumes_from_the_chiefs_commit(tmp_path):
+    images = write_image_folder(str(tmp_path / "images"), per_class=16)
+    config = _stepped_config(images, collective_timeout_s=60.0)
     workdir = tmp_path / "shared_workdir"  # Both workers get the same --workdir.
 
     # Worker 1 dies (SIGKILL) after 13 steps: epoch 2, step 4, one step after a commit.
@@ -136,3 +142,16 @@ def test_a_dead_worker_stops_the_other_and_a_restart_resumes_from_the_chiefs_com
     for name in final[0].files:
         np.testing.assert_array_equal(final[0][name], final[1][name])
     assert json.load(open(workdir / "checkpoints" / "state.json"))["complete"] is True
+
+
+@pytest.mark.slow  # 74 s measured on 2 busy CPU cores.
+def test_a_hung_worker_stops_the_other_after_the_collective_timeout(tmp_path):
+    images = write_image_folder(str(tmp_path / "images"), per_class=16)
+    config = _stepped_config(images, collective_timeout_s=10.0)
+    workdir = tmp_path / "shared_workdir"
+    # Worker 1 stays alive (heartbeats go on) but stops training for 30 s after 13 steps.
+    codes, outputs = _start_workers(tmp_path, config, [workdir, workdir], kill_at=(0, -13))
+    assert codes[0] != 0, outputs[0][-4000:]
+    assert "Multi-worker training stopped on worker 0" in outputs[0]
+    assert "DeadlineExceededError: Collective has timed out" in outputs[0]
+    assert "runtime.collective_timeout_s=10.0" in outputs[0]
