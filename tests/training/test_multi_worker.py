@@ -116,7 +116,7 @@ def _stepped_config(images, collective_timeout_s):
     }
 
 
-@pytest.mark.slow  # 119 s measured on 2 busy CPU cores (two workers, twice).
+@pytest.mark.slow  # 119 s measured on 2 busy CPU cores (two workers, three times).
 def test_a_dead_worker_stops_the_other_and_a_restart_resumes_from_the_chiefs_commit(tmp_path):
     images = write_image_folder(str(tmp_path / "images"), per_class=16)
     config = _stepped_config(images, collective_timeout_s=60.0)
@@ -131,6 +131,14 @@ def test_a_dead_worker_stops_the_other_and_a_restart_resumes_from_the_chiefs_com
     assert "(here: epoch 2, step 3)" in outputs[0]
     state = json.load(open(workdir / "checkpoints" / "state.json"))
     assert (state["last_epoch"], state["step"]) == (1, 3)
+
+    # Restarted with a workdir that is not the chief's, worker 1 would start afresh while
+    # the chief resumes: both stop before training, naming the positions.
+    codes, outputs = _start_workers(tmp_path, config, [workdir, tmp_path / "not_shared"])
+    for code, out in zip(codes, outputs):
+        assert code != 0, out[-4000:]
+        assert "The workers would resume at different positions" in out, out[-4000:]
+    assert "[[1, 3], [0, 0]]" in outputs[0]
 
     # Every worker restarted: both resume at the chief's commit and end alike.
     codes, outputs = _start_workers(tmp_path, config, [workdir, workdir])
