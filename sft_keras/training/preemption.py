@@ -106,8 +106,8 @@ class PreemptionCheckpoint(keras.callbacks.Callback):
         if not state:
             where = "nothing was committed yet, so a rerun starts afresh"
         elif state.get("step"):
-            where = (f"committed at epoch {state['last_epoch'] + 1}, step {state['step']}"
-                     f"{' of ' + str(state['steps_per_epoch']) if state.get('steps_per_epoch') else ''}"
+            total = f" of {state['steps_per_epoch']}" if state.get("steps_per_epoch") else ""
+            where = (f"committed at epoch {state['last_epoch'] + 1}, step {state['step']}{total}"
                      f" in {checkpoint.directory}")
         else:
             where = f"committed after epoch {state['last_epoch']} in {checkpoint.directory}"
