@@ -191,9 +191,13 @@ def get_default_config():
     # Items: backbone | all | until=N | freeze=REGEX | lr=FACTOR (see
     # sft_keras.models.freezing.parse_stages). Empty: model.freeze for every epoch.
     # When set, it replaces model.freeze.until/patterns/backbone (batchnorm stays).
-    # Rerunning sft-train on the same workdir resumes after the last finished
-    # epoch (weights, optimizer state, stage); --overwrite starts afresh.
+    # Rerunning sft-train on the same workdir resumes at the last commit
+    # (weights, optimizer state, stage); --overwrite starts afresh.
     c.train.stages = ()
+    # Also commit (weights, optimizer state, position in the epoch) every N
+    # training steps inside an epoch, so a rerun after a kill resumes at that
+    # step; 0: only at the end of each epoch.
+    c.train.checkpoint_every_steps = 0
 
     # === Runtime ===
     c.runtime = config_dict.ConfigDict()
@@ -209,6 +213,10 @@ def get_default_config():
     # XLA for the train/eval steps: 'auto' (Keras's default: on with a GPU when
     # every layer supports it), 'true' or 'false'.
     c.runtime.jit_compile = "auto"
+    # multi_worker_mirrored: a collective (gradient all-reduce) waiting longer
+    # than this many seconds for a peer stops the run with a TrainingError
+    # saying a worker died or hangs, instead of waiting forever; 0: no limit.
+    c.runtime.collective_timeout_s = 600.0
 
     # === Export ===
     c.export = config_dict.ConfigDict()
@@ -464,6 +472,7 @@ def _check_train(c):
     _int_at_least("train.early_stopping_patience", t.early_stopping_patience, 0)
     _one_of("train.monitor", t.monitor, get_task(c.task).monitors)
     parse_stages(t.stages)  # Raises a ConfigError naming the stage and the format.
+    _int_at_least("train.checkpoint_every_steps", t.checkpoint_every_steps, 0)
 
 
 def _check_train_optimizer(t):
@@ -525,6 +534,7 @@ def _check_runtime(r):
         _fail("runtime.tpu", r.tpu, "must be a TPU name or address (a string)")
     _one_of("runtime.precision", r.precision, distribute.PRECISIONS)
     distribute.jit_compile_arg(r)
+    _non_negative("runtime.collective_timeout_s", r.collective_timeout_s, " (0: no limit)")
 
 
 def _check_lora(m, modality):

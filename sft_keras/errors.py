@@ -37,3 +37,13 @@ class TrainingError(SftError):
 
 class UntestedVersionError(SftError):
     """A Keras/keras-hub internal is used on a version it was not tested with (`sft_keras.patches`)."""
+
+
+class Preempted(TrainingError):
+    """Training stopped on SIGTERM after committing its position: rerunning resumes from it.
+
+    `sft-train` exits with `exit_code` (75, `EX_TEMPFAIL` of sysexits.h:
+    a temporary failure; retrying succeeds) instead of 1.
+    """
+
+    exit_code = 75

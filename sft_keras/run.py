@@ -8,7 +8,8 @@ Python API read it back. All of them go through `RunDir` (the layout) and
     <workdir>/
       config.json        the full resolved, validated config
       labels.txt         class names in index order, one per line
-      checkpoints/       epoch-<N>.weights.h5, last/best.weights.h5, state.json
+      checkpoints/       epoch-<N>.weights.h5 (or epoch-<N>-step-<S>.weights.h5 inside
+                         an epoch), last/best.weights.h5, state.json
                          (LoRA runs also last/best.lora.h5)
       logs/              TensorBoard scalars (train/ and validation/)
       training_log.csv   per-epoch losses and metrics
@@ -62,6 +63,8 @@ class CheckpointDir:
     >>> checkpoints = CheckpointDir("/tmp/run/checkpoints")
     >>> checkpoints.weights("best"), checkpoints.epoch_file(3)
     ('/tmp/run/checkpoints/best.weights.h5', 'epoch-3.weights.h5')
+    >>> checkpoints.step_file(3, 40)
+    'epoch-3-step-40.weights.h5'
     """
 
     STATE = "state.json"
@@ -85,6 +88,11 @@ class CheckpointDir:
     def epoch_file(epoch):
         """The file name of epoch `epoch`'s weights and optimizer state (1-based)."""
         return f"epoch-{epoch}.weights.h5"
+
+    @staticmethod
+    def step_file(epoch, step):
+        """The file name of a commit inside epoch `epoch` (1-based) after `step` of its batches."""
+        return f"epoch-{epoch}-step-{step}.weights.h5"
 
     @staticmethod
     def is_stale(name, current):

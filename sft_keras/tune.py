@@ -35,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Hide TF's C++ info lines; 
 from absl import logging  # noqa: E402
 from ml_collections import config_dict  # noqa: E402
 
-from sft_keras.errors import ConfigError, SftError  # noqa: E402
+from sft_keras.errors import ConfigError, Preempted, SftError  # noqa: E402
 from sft_keras.files import atomic_write_text  # noqa: E402
 
 LOWER_IS_BETTER = ("loss", "mse", "mae")
@@ -297,6 +297,8 @@ def run_tune(config, workdir, grids, metric=None):
         start = time.time()
         try:
             metrics = train_and_evaluate(trial_config, trial_dir)
+        except Preempted:
+            raise  # SIGTERM: stop the search (a rerun restarts this trial), not only the trial.
         except SftError as e:
             record["status"] = f"failed: {e}"
             metrics = None

@@ -6,9 +6,13 @@ Usage:
     python -m sft_keras.cli.train --config=configs/quickstart.py --workdir=/tmp/sft_run \\
         --config.train.epochs=3
 
-Rerunning on the same workdir resumes an unfinished run after its last
-finished epoch (and does not retrain a finished one); `--overwrite` starts
-afresh, keeping `export/`. The run itself is
+Rerunning on the same workdir resumes an unfinished run at its last commit
+(and does not retrain a finished one); `--overwrite` starts afresh, keeping
+`export/`.
+
+Exit codes: 0 done; 1 an error (one `sft-train: error: ...` line); 75
+preempted, resumable: SIGTERM during training committed the position, and
+rerunning the same command resumes from it. The run itself is
 `sft_keras.training.train_and_evaluate`; the workdir layout is
 `sft_keras.run.RunDir`'s.
 """
@@ -22,7 +26,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from sft_keras import cli  # noqa: E402
-from sft_keras.errors import SftError  # noqa: E402
+from sft_keras.errors import Preempted, SftError  # noqa: E402
 
 def _define_flags():
     # Defined when the command starts, not at import: other commands (sft-tune)
@@ -46,6 +50,9 @@ def main(argv):
         from sft_keras.training import train_and_evaluate
 
         metrics = train_and_evaluate(f.config, f.workdir, overwrite=f.overwrite)
+    except Preempted as e:
+        print(f"sft-train: {e}", file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
     except SftError as e:
         sys.exit(f"sft-train: error: {e}")
     print(f"Done. Metrics: {metrics}")

@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Hide TF's C++ info lines; 
 from absl import app, flags  # noqa: E402
 
 from sft_keras import cli  # noqa: E402
-from sft_keras.errors import SftError  # noqa: E402
+from sft_keras.errors import Preempted, SftError  # noqa: E402
 
 def _define_flags():
     # Defined when the command runs, not at import: absl flags are global.
@@ -38,6 +38,9 @@ def main(argv):
         from sft_keras.tune import run_tune
 
         records = run_tune(f.config, f.workdir, f.grid, f.metric)
+    except Preempted as e:  # SIGTERM: rerunning the command goes on with the unfinished trials.
+        print(f"sft-tune: {e}", file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
     except SftError as e:
         sys.exit(f"sft-tune: error: {e}")
     done = sum(r["status"] == "done" for r in records)

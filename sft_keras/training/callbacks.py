@@ -10,6 +10,12 @@ any instant (`kill -9` mid-epoch or mid-write) leaves a consistent state:
 3. `last.weights.h5` (and `best.weights.h5` when N is the best epoch) become
    hard links to (or copies of) that file, and older epoch files are removed.
 
+With `every_steps=N` (`train.checkpoint_every_steps`) the same three steps also
+commit every N batches inside an epoch: `epoch-<N+1>-step-<S>.weights.h5`, and
+`state.json` records the position (`last_epoch`: epochs finished, `step`:
+batches of the next epoch trained). `best.weights.h5` only ever points at a
+finished epoch.
+
 `CheckpointDir.read_state` + `finish_commit` redo step 3 on restart. Keras's own
 `BackupAndRestore` (3.15) is not used: it writes `latest.weights.h5` in place
 and its metadata JSON after it without a rename, so a kill during the write
@@ -56,7 +62,7 @@ def finish_commit(checkpoints, state):
     if not source or not os.path.exists(source):
         return
     _link_or_copy(source, checkpoints.weights("last"))
-    if state.get("best_epoch") == state.get("last_epoch"):
+    if state.get("best_epoch") == state.get("last_epoch") and not state.get("step"):
         _link_or_copy(source, checkpoints.weights("best"))
     for name in os.listdir(checkpoints.path):
         if CheckpointDir.is_stale(name, weights):
@@ -73,7 +79,8 @@ def _finite(value):
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Saves the weights and optimizer state after each epoch, atomically, and keeps the best.
 
-    Each finished epoch is committed as described in this module's docstring:
+    Each finished epoch (and every `every_steps` batches inside one) is
+    committed as described in this module's docstring:
     `<directory>/last.weights.h5` always, `<directory>/best.weights.h5`
     whenever `monitor` improves, and `<directory>/state.json` with the last
     epoch, the stage, and the best value. An epoch whose logs hold a NaN or
@@ -86,7 +93,12 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         monitor: str. The logged quantity that decides "best", e.g. `"val_loss"`.
         mode: str. `"min"` or `"max"`.
         state: dict or None. A `state.json` read back on resume: the best
-            value and epoch carry on from it.
+            value and epoch, and the position in the epoch, carry on from it.
+        every_steps: int, default 0. Also commit after every `every_steps`
+            batches of an epoch (its last batch excepted: the epoch's own
+            commit follows); 0: at the end of epochs only.
+        steps_per_epoch: int or None. Batches in an epoch (recorded with a
+            commit inside an epoch, so that a resume can check it).
 
     Example:
 
@@ -98,9 +110,19 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     ...               callbacks=[ckpt])
     >>> sorted(os.listdir(ckpt.directory))
     ['best.weights.h5', 'epoch-2.weights.h5', 'last.weights.h5', 'state.json']
+
+    Committing inside the epoch, every 3 of its 4 batches:
+
+    >>> ckpt = AtomicCheckpoint(tempfile.mkdtemp(), monitor="loss", every_steps=3,
+    ...                         steps_per_epoch=4)
+    >>> _ = model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=2, verbose=0,
+    ...               callbacks=[ckpt])
+    >>> ckpt.commits
+    [(0, 3), (1, 0)]
     """
 
-    def __init__(self, directory, monitor="val_loss", mode="min", state=None):
+    def __init__(self, directory, monitor="val_loss", mode="min", state=None, every_steps=0,
+                 steps_per_epoch=None):
         super().__init__()
         self.checkpoints = (directory if isinstance(directory, CheckpointDir)
                             else CheckpointDir(directory))
@@ -112,10 +134,70 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self.best_epoch = state.get("best_epoch")
         self.stage = state.get("stage", 0)
         self.last_epoch = state.get("last_epoch", 0)
+        self.every_steps = every_steps
+        self.steps_per_epoch = steps_per_epoch
+        # The position: batches of `epoch` (0-based) trained so far, across a resume.
+        self.epoch = self.last_epoch
+        self.step = state.get("step", 0)
+        self.commits = []  # (epochs finished, step) of each commit this process made.
 
     @property
     def best_path(self):
         return self.checkpoints.weights("best")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch != self.epoch:
+            self.epoch, self.step = epoch, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        self.step += 1
+        if (self.every_steps and self.step % self.every_steps == 0
+                and (self.steps_per_epoch is None or self.step < self.steps_per_epoch)):
+            self.commit_step(logs)
+
+    def commit_step(self, logs=None):
+        """Commits the weights, optimizer state and position inside the current epoch.
+
+        Does nothing when this position is already committed, or when the
+        epoch's running loss in `logs` is NaN or infinite.
+
+        Returns:
+            bool. Whether the position is committed.
+        """
+        logs = logs or {}
+        if self.commits[-1:] == [(self.epoch, self.step)]:
+            return True
+        if "loss" in logs and not _finite(logs["loss"]):
+            return False
+        name = self.checkpoints.step_file(self.epoch + 1, self.step)
+        self._save(name)
+        self.last_epoch = self.epoch
+        self._commit(name, step=self.step, steps_per_epoch=self.steps_per_epoch)
+        return True
+
+    def _save(self, name):
+        os.makedirs(self.directory, exist_ok=True)
+        tmp = os.path.join(self.directory, f".tmp-{name}")  # Keeps the .weights.h5 suffix.
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, os.path.join(self.directory, name))
+
+    def _commit(self, name, **position):
+        state = {
+            "last_epoch": self.last_epoch,
+            "step": 0,
+            "stage": self.stage,
+            "weights": name,
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "complete": False,
+            **position,
+        }
+        self.checkpoints.write_state(state)
+        finish_commit(self.checkpoints, state)
+        self.commits.append((self.last_epoch, state["step"]))
 
     def _improved(self, value):
         if self.best is None:
@@ -129,29 +211,16 @@ class AtomicCheckpoint(keras.callbacks.Callback):
                 f"train.monitor={self.monitor!r} is not among the values logged after "
                 f"epoch {epoch + 1}: {', '.join(sorted(logs))}. Set train.monitor to one of them."
             )
+        self.epoch, self.step = epoch + 1, 0  # The next epoch starts at its first batch.
         if not all(_finite(logs[key]) for key in ("loss", self.monitor) if key in logs):
             return  # Diverged: keep the last good checkpoint (StopOnNaN reports it).
-        os.makedirs(self.directory, exist_ok=True)
         name = self.checkpoints.epoch_file(epoch + 1)
-        tmp = os.path.join(self.directory, f".tmp-{name}")  # Keeps the .weights.h5 suffix.
-        self.model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, os.path.join(self.directory, name))
+        self._save(name)
         value = float(logs[self.monitor])
         if self._improved(value):
             self.best, self.best_epoch = value, epoch + 1
         self.last_epoch = epoch + 1
-        state = {
-            "last_epoch": epoch + 1,
-            "stage": self.stage,
-            "weights": name,
-            "monitor": self.monitor,
-            "mode": self.mode,
-            "best": self.best,
-            "best_epoch": self.best_epoch,
-            "complete": False,
-        }
-        self.checkpoints.write_state(state)
-        finish_commit(self.checkpoints, state)
+        self._commit(name)
 
 
 class StopOnNaN(keras.callbacks.Callback):

@@ -64,9 +64,13 @@ def _auto(runtime_config=None):
 
 def _multi_worker_mirrored(runtime_config=None):
     # Collective ops over the workers listed in TF_CONFIG (RING: plain gRPC,
-    # works on CPU hosts; NCCL is picked by AUTO on GPUs).
+    # works on CPU hosts; NCCL is picked by AUTO on GPUs). A collective that
+    # waits longer than runtime.collective_timeout_s for a peer fails instead
+    # of hanging (`collective_errors` turns that into a TrainingError).
+    timeout = getattr(runtime_config, "collective_timeout_s", 0) or None
     options = tf.distribute.experimental.CommunicationOptions(
-        implementation=tf.distribute.experimental.CommunicationImplementation.AUTO
+        implementation=tf.distribute.experimental.CommunicationImplementation.AUTO,
+        timeout_seconds=timeout,
     )
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
@@ -286,3 +290,99 @@ def prepare_for_multi_worker_fit(model, strategy):
     if not is_multi_worker(strategy):
         return model  # Nothing to patch, so no version to check either.
     return patches.prepare_for_multi_worker_fit(model, strategy)
+
+
+# What a collective raises when a peer is gone: its timeout, a closed
+# connection, or the cancellation TensorFlow applies to the other pending ones.
+COLLECTIVE_ERRORS = (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
+                     tf.errors.CancelledError, tf.errors.AbortedError)
+
+
+def _position(state):
+    if not state:
+        return "none yet: the restarted run starts afresh"
+    if state.get("step"):
+        return f"epoch {state['last_epoch'] + 1}, step {state['step']}"
+    return f"after epoch {state['last_epoch']}"
+
+
+def _error_summary(error):
+    """The telling line of a TensorFlow error: not "Graph execution error:" nor its stack."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    useful = [line for line in lines if line and not line.startswith(
+        ("Graph execution error", "Detected at node", "File ", "[[", "Additional GRPC",
+         ":UNKNOWN:", "Stack trace"))
+        and not line.endswith("(most recent call last):")]
+    return " ".join(useful)[:400] or type(error).__name__
+
+
+@contextlib.contextmanager
+def collective_errors(strategy, runtime_config, checkpoints):
+    """Turns a failed multi-worker collective (a dead or hung worker) into a `TrainingError`.
+
+    Under a multi-worker strategy, a worker that dies leaves the others
+    waiting in a collective (the gradient all-reduce) until
+    `runtime.collective_timeout_s` passes, or until TensorFlow sees the
+    connection close. The error names the timeout and the commit a restart
+    of every worker resumes from. Other strategies: nothing is caught.
+
+    Args:
+        strategy: the run's `tf.distribute.Strategy`.
+        runtime_config: the `runtime` part of the config.
+        checkpoints: `sft_keras.run.CheckpointDir` of the run (the chief's in the message).
+
+    Raises:
+        TrainingError: a collective failed, with the TensorFlow error's first line.
+    """
+    if not is_multi_worker(strategy):
+        yield
+        return
+    try:
+        yield
+    except COLLECTIVE_ERRORS as e:
+        from sft_keras.errors import TrainingError
+
+        task_type, task_id = task_info(strategy)
+        detail = _error_summary(e)
+        timeout = getattr(runtime_config, "collective_timeout_s", 0)
+        raise TrainingError(
+            f"Multi-worker training stopped on {task_type} {task_id}: a collective operation "
+            f"across the {strategy.num_replicas_in_sync} replicas failed ({type(e).__name__}: "
+            f"{detail}). Another worker probably died, hangs or cannot be reached "
+            f"(runtime.collective_timeout_s={timeout}). Restart every worker with the same "
+            "command: they resume from the chief's last commit in --workdir (here: "
+            f"{_position(checkpoints.read_state())})."
+        ) from None
+
+
+def check_same_position(strategy, position, where):
+    """Raises a `TrainingError` unless every worker resumes at the same `position`.
+
+    Every worker reads the chief's commit from the shared `--workdir`; a
+    worker that sees another commit (a workdir that is not shared, or a stale
+    copy) would run other steps than the rest and hang or diverge. One
+    all-gather of the positions before training tells.
+
+    Args:
+        strategy: a multi-worker `tf.distribute.Strategy`.
+        position: tuple of ints, e.g. `(epochs finished, step)`.
+        where: str. This worker's run folder, named in the error.
+    """
+    local = tf.constant([list(position)], tf.int64)
+
+    @tf.function
+    def gather():
+        context = tf.distribute.get_replica_context()
+        return context.all_gather(local, axis=0)
+
+    gathered = strategy.experimental_local_results(strategy.run(gather))[0].numpy().tolist()
+    if any(row != list(position) for row in gathered):
+        from sft_keras.errors import TrainingError
+
+        task_type, task_id = task_info(strategy)
+        raise TrainingError(
+            f"The workers would resume at different positions (epochs finished, step), one row "
+            f"per replica: {gathered}; {task_type} {task_id} read {list(position)} from {where}. "
+            "Every worker must see the chief's commits: give all of them the same --workdir "
+            "on a shared file system."
+        )

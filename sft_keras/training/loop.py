@@ -6,8 +6,10 @@ depends on the kind of input (images, text) comes from the run's modality
 loss and metrics from `sft_keras.tasks.compile_for_task`: this module only
 orders the steps.
 
-Rerunning on the same workdir resumes an unfinished run after its last
-finished epoch (and does not retrain a finished one); `overwrite=True`
+Rerunning on the same workdir resumes an unfinished run at its last commit
+(the end of an epoch, or a step inside one with `train.checkpoint_every_steps`
+or after SIGTERM; `sft_keras.training.preemption`), and does not retrain a
+finished one; `overwrite=True`
 (`--overwrite`) starts afresh, keeping `export/`. A workdir holds one run at
 a time (`RunDir.lock`). See `sft_keras.run` for what the workdir receives.
 """
@@ -27,7 +29,7 @@ from sft_keras.data.pipeline import (  # noqa: E402
     pad_to_full_batches,
     steps_per_epoch,
 )
-from sft_keras.errors import TrainingError  # noqa: E402
+from sft_keras.errors import ConfigError, TrainingError  # noqa: E402
 from sft_keras.evaluation import report  # noqa: E402
 from sft_keras.modalities import get_modality  # noqa: E402
 from sft_keras.models import freezing, lora  # noqa: E402
@@ -39,6 +41,7 @@ from sft_keras.tasks import (  # noqa: E402
     task_from_config,
 )
 from sft_keras.training import distribute, optimizers, resume, stages as stages_lib  # noqa: E402
+from sft_keras.training.preemption import PreemptionCheckpoint, SigtermWatch  # noqa: E402
 from sft_keras.training.callbacks import (  # noqa: E402
     AtomicCheckpoint,
     EarlyStopAfterBest,
@@ -48,26 +51,33 @@ from sft_keras.training.callbacks import (  # noqa: E402
 )
 
 
-def build_callbacks(config, run_dir, state=None, extra=()):
+def build_callbacks(config, run_dir, state=None, extra=(), steps_per_epoch=None,
+                    sigterm=None):
     """Returns a run's callbacks, in the order Keras must call them.
 
     The CSV log appends (a resumed or staged run adds rows) and comes before
     the checkpoint, whose commit makes the row count; early stopping and the
     LoRA checkpoint read the checkpoint's best epoch, so all of them span
-    stages and resumes. `extra` (the caller's callbacks) come last.
+    stages and resumes. `extra` (the caller's callbacks) come next, and the
+    preemption check (`sigterm`) last.
 
     Args:
         config: a validated config.
         run_dir: `sft_keras.run.RunDir` of the run.
         state: dict or None. `state.json` of the run being resumed.
         extra: sequence of `keras.callbacks.Callback`.
+        steps_per_epoch: int or None. Training batches per epoch.
+        sigterm: `sft_keras.training.preemption.SigtermWatch` or None. When
+            given, SIGTERM commits and stops the run (`PreemptionCheckpoint`).
 
     Returns:
         list of callbacks (find one by type with `find_callback`).
     """
     task = get_task(config.task)
     monitor, mode = config.train.monitor, task.monitor_mode(config.train.monitor)
-    checkpoint = AtomicCheckpoint(run_dir.checkpoints, monitor=monitor, mode=mode, state=state)
+    checkpoint = AtomicCheckpoint(run_dir.checkpoints, monitor=monitor, mode=mode, state=state,
+                                  every_steps=config.train.checkpoint_every_steps,
+                                  steps_per_epoch=steps_per_epoch)
     callbacks = [
         StopOnNaN(),
         keras.callbacks.TensorBoard(log_dir=run_dir.logs),
@@ -78,7 +88,10 @@ def build_callbacks(config, run_dir, state=None, extra=()):
         callbacks.append(EarlyStopAfterBest(checkpoint, config.train.early_stopping_patience))
     if config.model.lora_rank:  # best.lora.h5: LoRA matrices + head, unmerged.
         callbacks.append(LoraCheckpoint(checkpoint))
-    return callbacks + list(extra)
+    callbacks += list(extra)
+    if sigterm is not None:
+        callbacks.append(PreemptionCheckpoint(checkpoint, sigterm))
+    return callbacks
 
 
 def find_callback(callbacks, cls):
@@ -93,9 +106,10 @@ def train_and_evaluate(config, workdir, overwrite=False, callbacks=()):
     text and tokenize it in the pipeline (`sft_keras.modalities`).
     Everything else is shared.
 
-    A workdir holding an unfinished run (killed, or stopped by a NaN loss)
-    resumes after its last finished epoch, with the optimizer state and the
-    unfreezing stage; one holding a finished run is not trained again (its
+    A workdir holding an unfinished run (killed, preempted, or stopped by a
+    NaN loss) resumes at its last commit (after an epoch, or at a step inside
+    one), with the optimizer state and the unfreezing stage; one holding a
+    finished run is not trained again (its
     metrics are returned). `overwrite=True` deletes the previous run's
     checkpoints, logs and metrics (never `export/`) and starts afresh.
 
@@ -112,6 +126,10 @@ def train_and_evaluate(config, workdir, overwrite=False, callbacks=()):
     Raises:
         WorkdirError: another training run holds `workdir` (`RunDir.lock`:
             the error names that process; a killed process's lock is taken over).
+        Preempted: SIGTERM arrived during training; the position is
+            committed and rerunning resumes from it (`sft-train` exits 75).
+        TrainingError: the loss became NaN, or (multi-worker) another
+            worker died or hangs.
 
     Example:
 
@@ -128,12 +146,19 @@ def train_and_evaluate(config, workdir, overwrite=False, callbacks=()):
     # workdir); other workers write to a temporary folder removed at the end.
     with distribute.output_dir(strategy, workdir) as output_dir:
         run_dir = RunDir(output_dir)
-        with run_dir.lock() if distribute.is_chief(strategy) else contextlib.nullcontext():
-            return _run(config, run_dir, strategy, overwrite, callbacks)
+        chief = distribute.is_chief(strategy)
+        if not chief and not overwrite:  # Resume from the chief's last commit, as the chief does.
+            resume.copy_commit(RunDir(workdir), run_dir)
+        with run_dir.lock() if chief else contextlib.nullcontext(), SigtermWatch() as sigterm:
+            return _run(config, run_dir, strategy, overwrite, callbacks, sigterm)
 
 
-def _run(config, run_dir, strategy, overwrite=False, callbacks=()):
-    """The spine, in one process; `run_dir` is a scratch folder on non-chief workers."""
+def _run(config, run_dir, strategy, overwrite=False, callbacks=(), sigterm=None):
+    """The spine, in one process; `run_dir` is a scratch folder on non-chief workers.
+
+    `sigterm` (a `SigtermWatch`) turns SIGTERM into a commit and `Preempted`
+    while training; after training its handler is removed.
+    """
     if overwrite:
         run_dir.clear()
     state = resume.committed_state(run_dir)
@@ -181,7 +206,9 @@ def _run(config, run_dir, strategy, overwrite=False, callbacks=()):
         logging.info("Class weights (train.class_weight=%r): %s", config.train.class_weight,
                      {data.class_names[i]: w for i, w in class_weight.items()})
     checkpoint = _fit(model, config, run_dir, strategy, train_examples, len(data.train),
-                      validation_ds, class_weight, data.class_names, callbacks)
+                      validation_ds, class_weight, data.class_names, callbacks, sigterm)
+    if sigterm is not None:
+        sigterm.stop()  # Evaluating and exporting: SIGTERM ends the process as usual.
     model = _best_model(model, config, checkpoint, bool(state), strategy, modality,
                         data.class_names)
 
@@ -205,14 +232,34 @@ def _run(config, run_dir, strategy, overwrite=False, callbacks=()):
 
 
 def _fit(model, config, run_dir, strategy, train_examples, num_train, validation_ds,
-         class_weight, class_names, extra_callbacks=()):
-    """Fits `model` stage by stage, resuming after the last commit in `run_dir.checkpoints`.
+         class_weight, class_names, extra_callbacks=(), sigterm=None):
+    """Fits `model` stage by stage, resuming at the last commit in `run_dir.checkpoints`.
+
+    A commit inside an epoch (`train.checkpoint_every_steps`, or SIGTERM)
+    resumes with one `fit` of that epoch's remaining batches (the first
+    `step` batches skipped in tf.data), then the following epochs.
 
     Returns:
         The run's `AtomicCheckpoint` (`best_path`: the best weights by `train.monitor`).
+
+    Raises:
+        Preempted: `sigterm` received SIGTERM (after a commit).
+        TrainingError: the loss became NaN, or a multi-worker collective failed.
     """
     state = run_dir.checkpoints.read_state()
     start = state["last_epoch"] if state else 0
+    skip = state.get("step", 0) if state else 0
+    epochs, multi_replica = config.train.epochs, strategy.num_replicas_in_sync > 1
+    steps = steps_per_epoch(num_train, config.train.batch_size, strategy.num_replicas_in_sync)
+    if skip and state.get("steps_per_epoch") != steps:
+        raise ConfigError(
+            f"{run_dir.path} holds a run stopped at epoch {start + 1}, step {skip} of "
+            f"{state.get('steps_per_epoch')} steps, but this run has {steps} steps an epoch "
+            f"(train.batch_size={config.train.batch_size}, {strategy.num_replicas_in_sync} "
+            "replicas): resume on as many replicas, use another --workdir, or pass --overwrite."
+        )
+    if distribute.is_multi_worker(strategy):  # Every worker must resume at the same step.
+        distribute.check_same_position(strategy, (start, skip), run_dir.path)
     stages = freezing.parse_stages(config.train.stages)
     if stages or state:
         with strategy.scope():
@@ -221,14 +268,39 @@ def _fit(model, config, run_dir, strategy, train_examples, num_train, validation
             model.optimizer.build(model.trainable_variables)
     if state:
         _restore(model, config, run_dir, state, bool(stages))
-    callbacks = build_callbacks(config, run_dir, state, extra_callbacks)
+    callbacks = build_callbacks(config, run_dir, state, extra_callbacks, steps_per_epoch=steps,
+                                sigterm=sigterm)
     checkpoint = find_callback(callbacks, AtomicCheckpoint)
     nan_guard = find_callback(callbacks, StopOnNaN)
     early_stop = find_callback(callbacks, EarlyStopAfterBest)
+    preemption = find_callback(callbacks, PreemptionCheckpoint)
     resume.keep_log_rows(run_dir.training_log, start)
 
-    epochs, multi_replica = config.train.epochs, strategy.num_replicas_in_sync > 1
-    steps = steps_per_epoch(num_train, config.train.batch_size, strategy.num_replicas_in_sync)
+    def fit(first, end, skip=0):
+        """Epochs first..end-1, the first without its first `skip` batches; True: stop."""
+        if preemption:
+            preemption.check()
+        batches = epoch_shuffled_batches(
+            train_examples, config.train.batch_size, first, end, seed=config.seed,
+            shuffle_buffer=config.data.shuffle_buffer, drop_remainder=multi_replica,
+        )
+        with distribute.collective_errors(strategy, config.runtime, run_dir.checkpoints):
+            model.fit(
+                batches.skip(skip),  # The batches a mid-epoch commit had trained.
+                validation_data=validation_ds,
+                initial_epoch=first,
+                epochs=end,
+                steps_per_epoch=steps - skip,
+                callbacks=callbacks,
+                class_weight=class_weight,
+                shuffle=False,  # epoch_shuffled_batches shuffles, seeded by epoch.
+                verbose=2 if os.environ.get("CI") else "auto",  # No progress bars in CI logs.
+            )
+        if nan_guard.failure:
+            learning_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+            raise TrainingError(_nan_message(nan_guard.failure, checkpoint, learning_rate))
+        return bool(early_stop and early_stop.stopped_epoch)
+
     bounds = stages_lib.stage_bounds(stages, epochs)
     for index in range(len(bounds) - 1):
         first, end = max(bounds[index], start), min(bounds[index + 1], epochs)
@@ -245,25 +317,15 @@ def _fit(model, config, run_dir, strategy, train_examples, num_train, validation
             checkpoint.stage = index
         if early_stop and early_stop.start_stage(bounds[index], first):
             break  # The run had stopped early before it was killed.
-        model.fit(
-            epoch_shuffled_batches(
-                train_examples, config.train.batch_size, first, end, seed=config.seed,
-                shuffle_buffer=config.data.shuffle_buffer, drop_remainder=multi_replica,
-            ),
-            validation_data=validation_ds,
-            initial_epoch=first,
-            epochs=end,
-            steps_per_epoch=steps,
-            callbacks=callbacks,
-            class_weight=class_weight,
-            shuffle=False,  # epoch_shuffled_batches shuffles, seeded by epoch.
-            verbose=2 if os.environ.get("CI") else "auto",  # No progress bars in CI logs.
-        )
-        if nan_guard.failure:
-            learning_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-            raise TrainingError(_nan_message(nan_guard.failure, checkpoint, learning_rate))
-        if early_stop and early_stop.stopped_epoch:
+        if skip and first == start:  # Resumed inside this epoch: finish it alone.
+            stop = fit(first, first + 1, skip)
+            first, skip = first + 1, 0
+            if stop:
+                break
+        if first < end and fit(first, end):
             break
+    if preemption:
+        preemption.check()  # A signal during the last validation: the epoch is committed.
     for stage in stages:
         if stage.epoch >= epochs:
             logging.warning("train.stages entry %r starts after train.epochs=%d: it never ran.",
@@ -280,9 +342,13 @@ def _restore(model, config, run_dir, state, staged):
             model.optimizer.learning_rate = config.train.learning_rate
         except TypeError:
             pass  # A schedule: it is part of the optimizer state.
-    logging.info("Resuming %s after epoch %d (stage %d).", run_dir.path, state["last_epoch"],
-                 state["stage"])
-    print(f"Resuming after epoch {state['last_epoch']}.", flush=True)
+    if state.get("step"):
+        where = (f"at epoch {state['last_epoch'] + 1}, step {state['step']} of "
+                 f"{state['steps_per_epoch']}")
+    else:
+        where = f"after epoch {state['last_epoch']}"
+    logging.info("Resuming %s %s (stage %d).", run_dir.path, where, state["stage"])
+    print(f"Resuming {where}.", flush=True)
 
 
 def _nan_message(failure, checkpoint, learning_rate):

@@ -114,3 +114,30 @@ def mark_complete(run_dir):
     if state:
         state["complete"] = True
         run_dir.checkpoints.write_state(state)
+
+
+def copy_commit(source, target):
+    """Copies the last commit of `source` (the chief's workdir) into `target` (a worker's).
+
+    Multi-worker runs: only the chief writes the shared workdir; every other
+    worker starts from a copy of its `config.json`, `state.json` and the
+    weights file that names, so all of them resume at the same position.
+    Nothing is copied when `source` holds no commit.
+
+    Args:
+        source: `sft_keras.run.RunDir` of the chief's workdir.
+        target: `sft_keras.run.RunDir` of this worker's scratch folder.
+    """
+    import os
+    import shutil
+
+    state = source.checkpoints.read_state()
+    if not state or "weights" not in state:
+        return
+    os.makedirs(target.checkpoints.path, exist_ok=True)
+    shutil.copyfile(os.path.join(source.checkpoints.path, state["weights"]),
+                    os.path.join(target.checkpoints.path, state["weights"]))
+    for name in ("config_path", "metrics_path"):
+        if os.path.isfile(getattr(source, name)):
+            shutil.copyfile(getattr(source, name), getattr(target, name))
+    target.checkpoints.write_state(state)

@@ -15,7 +15,7 @@ from sft_keras.config import validate_config
 from sft_keras.errors import ConfigError
 from sft_keras.training import train_and_evaluate
 
-from helpers import REPO_ROOT, write_image_folder
+from helpers import REPO_ROOT, run_cli, write_image_folder
 
 
 def _epochs_logged(workdir):
@@ -133,3 +133,103 @@ def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path):
     again = run(workdir, 3)  # Finished: not retrained.
     assert again.returncode == 0 and "is complete" in again.stdout
     assert _epochs_logged(workdir) == [0, 1, 2]
+
+
+# A training process that dies by SIGKILL once the optimizer has made `kill_at` steps
+# (after that step's own commit, if it has one): `kill -9` at a known place mid-epoch.
+KILL_SCRIPT = """
+import json, os, signal, sys
+import keras
+from sft_keras.config import validate_config
+from sft_keras.training import train_and_evaluate
+
+config_json, workdir, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+
+class KillAt(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+train_and_evaluate(validate_config(json.loads(config_json)), workdir, callbacks=[KillAt()])
+"""
+
+
+def _h5_arrays(path):
+    """Every array of a .weights.h5 file (layers and optimizer state), by its path."""
+    import h5py
+
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: arrays.__setitem__(name, item[()])
+                     if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+def _step_config(images, **train):
+    # 18 training images, batch 2: 9 steps an epoch; a cosine schedule and Adam, whose
+    # state (moments, iteration count) a resume must carry on exactly.
+    return {
+        "data": {"source": "image_folder", "path": images, "validation_split": 0.25},
+        "model": {"backbone": "small_cnn", "freeze": {"batchnorm": False},
+                  "head": {"dropout": 0.0}},
+        "train": {"epochs": 2, "batch_size": 2, "learning_rate": 3e-3, "schedule": "cosine",
+                  "early_stopping_patience": 0, "checkpoint_every_steps": 3, **train},
+        "export": {"enabled": False},
+    }
+
+
+def test_kill_9_after_a_step_commit_resumes_at_that_step(images, tmp_path, capsys):
+    config = _step_config(images)
+    train_and_evaluate(validate_config(config), str(tmp_path / "reference"))
+
+    workdir = str(tmp_path / "killed")
+    killed = run_cli(["python", "-c", KILL_SCRIPT, json.dumps(config), workdir, "14"],
+                     env={"PYTHONPATH": REPO_ROOT})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    # Killed at epoch 2, step 5: steps 4-5 were trained but not committed.
+    state = _state(workdir)
+    assert (state["last_epoch"], state["step"], state["steps_per_epoch"]) == (1, 3, 9)
+    assert os.path.exists(os.path.join(workdir, "checkpoints", "epoch-2-step-3.weights.h5"))
+
+    capsys.readouterr()
+    train_and_evaluate(validate_config(config), workdir)
+    assert "Resuming at epoch 2, step 3 of 9." in capsys.readouterr().out
+    assert _epochs_logged(workdir) == [0, 1]
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [
+        "best.weights.h5", "epoch-2.weights.h5", "last.weights.h5", "state.json"]
+    expected = _h5_arrays(str(tmp_path / "reference" / "checkpoints" / "last.weights.h5"))
+    resumed = _h5_arrays(os.path.join(workdir, "checkpoints", "last.weights.h5"))
+    assert sorted(resumed) == sorted(expected)
+    assert any("optimizer" in name for name in resumed)  # Adam's moments and iterations too.
+    for name in expected:
+        np.testing.assert_allclose(resumed[name], expected[name], rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+
+
+def test_a_step_commit_never_becomes_best(images, tmp_path):
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(validate_config(_step_config(images, epochs=1)), workdir)
+    # A commit at epoch 2, step 3 leaves best.weights.h5 on epoch 1, the best finished epoch.
+    from sft_keras.run import CheckpointDir
+    from sft_keras.training.callbacks import finish_commit
+
+    checkpoints = CheckpointDir(os.path.join(workdir, "checkpoints"))
+    best_before = _h5_arrays(checkpoints.weights("best"))
+    state = dict(_state(workdir), step=3, steps_per_epoch=9,
+                 weights=checkpoints.step_file(2, 3), complete=False)
+    open(os.path.join(checkpoints.path, state["weights"]), "wb").write(b"not the best")
+    finish_commit(checkpoints, state)
+    assert open(checkpoints.weights("last"), "rb").read() == b"not the best"
+    best_after = _h5_arrays(checkpoints.weights("best"))
+    assert all(np.array_equal(best_before[k], best_after[k]) for k in best_before)
+
+
+def test_resume_inside_an_epoch_needs_the_same_steps_per_epoch(images, tmp_path):
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(validate_config(_step_config(images, epochs=1)), workdir)
+    state = dict(_state(workdir), step=3, steps_per_epoch=7, complete=False)
+    open(os.path.join(workdir, "checkpoints", "state.json"), "w").write(json.dumps(state))
+    with pytest.raises(ConfigError, match=r"epoch 2, step 3 of 7 steps, but this run has 9"):
+        train_and_evaluate(validate_config(_step_config(images)), workdir)
