@@ -119,8 +119,11 @@ def tiny_tokenizer(family):
     if family == "roberta":
         vocabulary, merges = byte_level_bpe(words)
         return keras_hub.models.RobertaTokenizer(vocabulary=vocabulary, merges=merges)
-    texts = [row[0] for seed, language in ((1, "en"), (2, "zh"))
-             for row in write_sentiment_rows(200, seed, language)]
+    # Trained on space-separated words, so that its pieces are whole words (a real
+    # model's corpus is large enough for that); unspaced Chinese then splits into them.
+    rng = np.random.RandomState(0)
+    vocabulary = words + [w for group in WORDS_ZH.values() for w in group]
+    texts = [" ".join(rng.choice(vocabulary, size=6)) for _ in range(400)]
     if family == "xlm_roberta":
         return keras_hub.models.XLMRobertaTokenizer(proto=sentence_piece_proto(texts))
     if family == "deberta_v3":
