@@ -133,12 +133,20 @@ def _check_can_download(preset, backbone_cls=None):
         raise WeightsError(
             f"Cannot download keras-hub preset {preset!r} (model.preset"
             f"{'' if backbone_cls is None else ', a ' + backbone_cls.__name__ + ' preset'}): "
-            f"{url} is unreachable ({e}). This machine looks offline. Pass a local folder "
+            f"{url} is unreachable ({e}). This machine looks offline.{_known_presets(backbone_cls)}"
+            f" Pass a local folder "
             f"instead: a keras-hub preset saved with `save_to_preset()` or a Hugging "
             f"Face checkpoint (config.json, model.safetensors and the tokenizer files: "
             f"vocab.txt, or vocab.json and merges.txt, or sentencepiece.bpe.model), e.g. "
             f"--config.model.preset=/path/to/all-MiniLM-L6-v2"
         ) from None
+
+
+def _known_presets(backbone_cls):
+    """` Known <class> presets: a, b, c.` for a text family's backbone class, else ``."""
+    if backbone_cls not in [family.backbone for family in TEXT_FAMILIES.values()]:
+        return ""  # Image classifiers have hundreds; the error is long enough.
+    return f" Known {backbone_cls.__name__} presets: {', '.join(sorted(backbone_cls.presets))}."
 
 
 def resolve_preset(preset, backbone_cls=keras_hub.models.BertBackbone):

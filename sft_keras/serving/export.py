@@ -363,11 +363,14 @@ def _export_tokenizer(preprocessor):
     def tokenize(texts, pairs):
         return preprocessor(x=texts if pairs is None else (texts, pairs))
 
-    kind = type(preprocessor.tokenizer).__name__
-    reason = (f"serving_default runs the keras-hub {kind} ({type(preprocessor.tokenizer).__mro__[1].__name__}), "
-              f"whose ops come from tensorflow-text: `import tensorflow_text` before loading, "
-              f"and serve with TF Serving 2.20 or later (older stock images lack some of these "
-              f"ops); serve_tokens needs no tensorflow-text op")
+    from sft_keras.backbones.text import family_of_tokenizer
+
+    kind = {"bpe": "byte-level BPE", "sentencepiece": "SentencePiece"}.get(
+        family_of_tokenizer(preprocessor.tokenizer).tokenizer_type, "non-WordPiece")
+    reason = (f"serving_default runs the keras-hub {type(preprocessor.tokenizer).__name__} "
+              f"({kind}), whose ops come from tensorflow-text: `import tensorflow_text` before "
+              f"loading, and serve with TF Serving 2.20 or later (older stock images lack some "
+              f"of these ops); serve_tokens needs no tensorflow-text op")
     return tokenize, preprocessor, {"requires_tensorflow_text": True,
                                     "tensorflow_text_reason": reason}
 
