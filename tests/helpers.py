@@ -9,6 +9,7 @@ module, and nothing here depends on where the importing test file lives.
 - `load_config_file(path, *args)`: a config file's `get_config(*args)` (see configs/).
 - `VOCAB`, `write_tiny_bert_preset(path)`: a random-init 2-layer BERT preset whose
   vocabulary holds every word of the generated texts.
+- `write_tiny_hf_roberta(path)`: a random-init RoBERTa as a Hugging Face checkpoint folder.
 - `write_tiny_text_preset(path, family)`: the same for any text family: a tiny WordPiece
   (bert, distil_bert, electra), byte-level BPE (roberta) or SentencePiece (xlm_roberta,
   deberta_v3; trained on the generated English and Chinese texts) tokenizer.
@@ -21,6 +22,7 @@ module, and nothing here depends on where the importing test file lives.
 
 import csv
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -137,6 +139,51 @@ def write_tiny_text_preset(path, family, **sizes):
     from sft_keras.backbones import save_tiny_text_preset
 
     return save_tiny_text_preset(str(path), family, tiny_tokenizer(family), **sizes)
+
+
+def write_tiny_hf_roberta(path, hidden_dim=16, num_layers=1, intermediate_dim=32,
+                          max_sequence_length=32, seed=0):
+    """A random-init RoBERTa in Hugging Face's checkpoint layout (config.json,
+    model.safetensors with `roberta.*` names, vocab.json, merges.txt), for keras-hub to convert.
+
+    Returns the word embedding matrix written, to check that the weights came through.
+    """
+    from safetensors.numpy import save_file
+
+    os.makedirs(path, exist_ok=True)
+    vocabulary, merges = byte_level_bpe(VOCAB[5:])
+    h, i_dim, rng = hidden_dim, intermediate_dim, np.random.RandomState(seed)
+
+    def weight(*shape):
+        return rng.normal(0, 0.02, shape).astype(np.float32)
+
+    tensors = {"roberta.embeddings.word_embeddings.weight": weight(len(vocabulary), h),
+               "roberta.embeddings.position_embeddings.weight": weight(max_sequence_length + 2, h),
+               "roberta.embeddings.LayerNorm.weight": np.ones(h, np.float32),
+               "roberta.embeddings.LayerNorm.bias": np.zeros(h, np.float32)}
+    for index in range(num_layers):
+        prefix = f"roberta.encoder.layer.{index}"
+        shapes = {"attention.self.query": (h, h), "attention.self.key": (h, h),
+                  "attention.self.value": (h, h), "attention.output.dense": (h, h),
+                  "intermediate.dense": (i_dim, h), "output.dense": (h, i_dim)}
+        for name, shape in shapes.items():
+            tensors[f"{prefix}.{name}.weight"] = weight(*shape)
+            tensors[f"{prefix}.{name}.bias"] = weight(shape[0])
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            tensors[f"{prefix}.{norm}.weight"] = np.ones(h, np.float32)
+            tensors[f"{prefix}.{norm}.bias"] = np.zeros(h, np.float32)
+    save_file(tensors, os.path.join(path, "model.safetensors"))
+    config = {"model_type": "roberta", "architectures": ["RobertaModel"],
+              "vocab_size": len(vocabulary), "hidden_size": h, "num_hidden_layers": num_layers,
+              "num_attention_heads": 2, "intermediate_size": i_dim, "hidden_dropout_prob": 0.1,
+              "max_position_embeddings": max_sequence_length + 2}
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f)
+    with open(os.path.join(path, "vocab.json"), "w") as f:
+        json.dump(vocabulary, f)
+    with open(os.path.join(path, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return tensors["roberta.embeddings.word_embeddings.weight"]
 
 
 # --- Generated images -----------------------------------------------------------

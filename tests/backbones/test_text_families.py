@@ -81,3 +81,16 @@ def test_save_tiny_text_preset_refuses_another_familys_tokenizer(tmp_path):
                                                            "[MASK]"])
     with pytest.raises(ConfigError, match="needs a RobertaTokenizer. Received: tokenizer=Bert"):
         text_backbones.save_tiny_text_preset(str(tmp_path), "roberta", tokenizer)
+
+
+def test_hugging_face_roberta_folder_is_converted(tmp_path):
+    from helpers import write_tiny_hf_roberta
+
+    embeddings = write_tiny_hf_roberta(str(tmp_path))
+    backbone = text_backbones.build_text_backbone("roberta", str(tmp_path))
+    np.testing.assert_array_equal(backbone.token_embedding.embeddings.numpy(), embeddings)
+    assert backbone.max_sequence_length == 32
+    tokenizer = text_backbones.load_text_tokenizer("roberta", str(tmp_path))
+    vocabulary = list(tokenizer.get_vocabulary())
+    ids = np.asarray(tokenizer("the movie was good")).tolist()
+    assert [vocabulary[i] for i in ids] == ["the", "Ġmovie", "Ġwas", "Ġgood"]
