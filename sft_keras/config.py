@@ -98,10 +98,12 @@ def get_default_config():
     # path of a local weights file (.weights.h5 saved by Keras, or a
     # keras.applications .h5).
     c.model.weights = config_dict.placeholder(str)
-    # Text ('bert' backbone): a keras-hub preset name (downloads; needs network),
-    # a local keras-hub preset folder, or a local Hugging Face checkpoint folder
-    # (config.json + model.safetensors + vocab.txt). Images ('hub_image'
-    # backbone): a keras-hub image preset name or local preset folder.
+    # Text (backbones 'bert', 'distil_bert', 'electra', 'roberta', 'xlm_roberta',
+    # 'deberta_v3'): a keras-hub preset name of that family (downloads; needs
+    # network), a local keras-hub preset folder, or a local Hugging Face
+    # checkpoint folder (config.json + model.safetensors + tokenizer files).
+    # Images ('hub_image' backbone): a keras-hub image preset name or local
+    # preset folder.
     c.model.preset = ""
     # 'hub_image' backbones: False builds the preset's architecture with random
     # weights (a from-scratch baseline) instead of loading its pretrained weights.
@@ -118,7 +120,8 @@ def get_default_config():
     c.model.freeze.batchnorm = True
     c.model.head = config_dict.ConfigDict()
     # 'avg' (mean over positions, or over non-padding tokens for text), 'max',
-    # 'flatten' (images), 'cls' (text: the encoder's pooled [CLS] output).
+    # 'flatten' (images), 'cls' (text: the encoder's pooled [CLS] output, or the
+    # first token's vector for encoders without a pooler, such as RoBERTa).
     c.model.head.pooling = "avg"
     c.model.head.hidden_units = ()  # e.g. (1024,) for Flatten -> Dense(1024) -> out.
     c.model.head.activation = "relu"  # Activation of the hidden Dense layers.
@@ -130,9 +133,10 @@ def get_default_config():
     # patterns,backbone} (LoRA already freezes the whole encoder).
     c.model.lora_rank = 0
     c.model.lora_alpha = config_dict.placeholder(float)  # None: alpha = rank (scale 1).
-    # Regular expressions matched in full against layer names; BERT has query,
-    # key, value, attention_output, feedforward_{intermediate,output}_dense,
-    # pooled_dense. The default is the LoRA paper's: attention query and value.
+    # Regular expressions matched in full against layer names; BERT (and every
+    # other text family) has query, key, value, attention_output,
+    # feedforward_{intermediate,output}_dense; BERT and ELECTRA also pooled_dense.
+    # The default is the LoRA paper's: attention query and value.
     c.model.lora_targets = ("query", "value")
 
     # === Training ===

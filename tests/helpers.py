@@ -9,14 +9,20 @@ module, and nothing here depends on where the importing test file lives.
 - `load_config_file(path, *args)`: a config file's `get_config(*args)` (see configs/).
 - `VOCAB`, `write_tiny_bert_preset(path)`: a random-init 2-layer BERT preset whose
   vocabulary holds every word of the generated texts.
+- `write_tiny_hf_roberta(path)`: a random-init RoBERTa as a Hugging Face checkpoint folder.
+- `write_tiny_text_preset(path, family)`: the same for any text family: a tiny WordPiece
+  (bert, distil_bert, electra), byte-level BPE (roberta) or SentencePiece (xlm_roberta,
+  deberta_v3; trained on the generated English and Chinese texts) tokenizer.
 - `write_tiny_hub_image_preset(path)`: a random-init 2-stack keras-hub ResNet image preset.
 - `make_pattern_image`, `write_image_folder`: a learnable 3-class image folder.
-- `write_sentiment_csv`, `write_tagged_csv`: a binary (neg/pos) and a multilabel text CSV.
+- `write_sentiment_csv`, `write_tagged_csv`: a binary (neg/pos) and a multilabel text CSV
+  (`write_sentiment_csv(..., language="zh")`: Chinese, no spaces).
 - `train_image_run`, `train_text_run`: finished tiny runs (a workdir as sft-train leaves it).
 """
 
 import csv
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -58,6 +64,126 @@ def write_tiny_bert_preset(path, vocabulary=VOCAB, **sizes):
     from sft_keras.backbones import save_tiny_bert_preset
 
     return save_tiny_bert_preset(str(path), vocabulary, **sizes)
+
+
+def byte_level_bpe(words):
+    """A tiny byte-level BPE vocabulary and merges that spell each of `words` as one token.
+
+    As in GPT-2/RoBERTa, each of the 256 bytes is a token (printable characters stand for
+    bytes; a space is "Ġ"), so any text tokenizes (Chinese into byte tokens); each word,
+    alone or after a space, is built left to right by merges into one token.
+    """
+    vocab = {token: i for i, token in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])}
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    shifted = iter(range(256, 512))
+    for byte in range(256):  # GPT-2's bytes_to_unicode().
+        vocab.setdefault(chr(byte if byte in printable else next(shifted)), len(vocab))
+    merges = []  # Words after a space first: their merges must outrank the plain words'.
+    for piece in [*("Ġ" + word for word in words), *words]:
+        for i in range(2, len(piece) + 1):
+            if f"{piece[:i - 1]} {piece[i - 1]}" not in merges:
+                merges.append(f"{piece[:i - 1]} {piece[i - 1]}")
+            vocab.setdefault(piece[:i], len(vocab))
+    return vocab, merges
+
+
+def sentence_piece_proto(texts, special=("<unk>", "<s>", "</s>"), user_symbols=()):
+    """A tiny unigram SentencePiece model trained on `texts` (serialized proto bytes).
+
+    `special` are the unknown, start and end pieces at ids 0, 1, 2 (XLM-R's layout);
+    `user_symbols` are extra whole pieces (DeBERTaV3's [PAD], [MASK]).
+    """
+    import io
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    unk, bos, eos = special
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=400, hard_vocab_limit=False,
+        model_type="unigram", character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        unk_piece=unk, bos_piece=bos, eos_piece=eos, user_defined_symbols=list(user_symbols),
+        minloglevel=2)
+    return model.getvalue()
+
+
+def tiny_tokenizer(family):
+    """A keras-hub tokenizer of `family` that covers every word of the generated texts."""
+    import keras_hub
+
+    words = VOCAB[5:]
+    if family in ("bert", "distil_bert", "electra"):
+        cls = {"bert": keras_hub.models.BertTokenizer,
+               "distil_bert": keras_hub.models.DistilBertTokenizer,
+               "electra": keras_hub.models.ElectraTokenizer}[family]
+        return cls(vocabulary=list(VOCAB), lowercase=True)
+    if family == "roberta":
+        vocabulary, merges = byte_level_bpe(words)
+        return keras_hub.models.RobertaTokenizer(vocabulary=vocabulary, merges=merges)
+    # Trained on space-separated words, so that its pieces are whole words (a real
+    # model's corpus is large enough for that); unspaced Chinese then splits into them.
+    rng = np.random.RandomState(0)
+    vocabulary = words + [w for group in WORDS_ZH.values() for w in group]
+    texts = [" ".join(rng.choice(vocabulary, size=6)) for _ in range(400)]
+    if family == "xlm_roberta":
+        return keras_hub.models.XLMRobertaTokenizer(proto=sentence_piece_proto(texts))
+    if family == "deberta_v3":
+        return keras_hub.models.DebertaV3Tokenizer(proto=sentence_piece_proto(
+            texts, special=("[UNK]", "[CLS]", "[SEP]"), user_symbols=("[PAD]", "[MASK]")))
+    raise ValueError(f"No tiny tokenizer for {family!r}")
+
+
+def write_tiny_text_preset(path, family, **sizes):
+    """A random-init 2-layer preset of text `family` with `tiny_tokenizer(family)`."""
+    from sft_keras.backbones import save_tiny_text_preset
+
+    return save_tiny_text_preset(str(path), family, tiny_tokenizer(family), **sizes)
+
+
+def write_tiny_hf_roberta(path, hidden_dim=16, num_layers=1, intermediate_dim=32,
+                          max_sequence_length=32, seed=0):
+    """A random-init RoBERTa in Hugging Face's checkpoint layout (config.json,
+    model.safetensors with `roberta.*` names, vocab.json, merges.txt), for keras-hub to convert.
+
+    Returns the word embedding matrix written, to check that the weights came through.
+    """
+    from safetensors.numpy import save_file
+
+    os.makedirs(path, exist_ok=True)
+    vocabulary, merges = byte_level_bpe(VOCAB[5:])
+    h, i_dim, rng = hidden_dim, intermediate_dim, np.random.RandomState(seed)
+
+    def weight(*shape):
+        return rng.normal(0, 0.02, shape).astype(np.float32)
+
+    tensors = {"roberta.embeddings.word_embeddings.weight": weight(len(vocabulary), h),
+               "roberta.embeddings.position_embeddings.weight": weight(max_sequence_length + 2, h),
+               "roberta.embeddings.LayerNorm.weight": np.ones(h, np.float32),
+               "roberta.embeddings.LayerNorm.bias": np.zeros(h, np.float32)}
+    for index in range(num_layers):
+        prefix = f"roberta.encoder.layer.{index}"
+        shapes = {"attention.self.query": (h, h), "attention.self.key": (h, h),
+                  "attention.self.value": (h, h), "attention.output.dense": (h, h),
+                  "intermediate.dense": (i_dim, h), "output.dense": (h, i_dim)}
+        for name, shape in shapes.items():
+            tensors[f"{prefix}.{name}.weight"] = weight(*shape)
+            tensors[f"{prefix}.{name}.bias"] = weight(shape[0])
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            tensors[f"{prefix}.{norm}.weight"] = np.ones(h, np.float32)
+            tensors[f"{prefix}.{norm}.bias"] = np.zeros(h, np.float32)
+    save_file(tensors, os.path.join(path, "model.safetensors"))
+    config = {"model_type": "roberta", "architectures": ["RobertaModel"],
+              "vocab_size": len(vocabulary), "hidden_size": h, "num_hidden_layers": num_layers,
+              "num_attention_heads": 2, "intermediate_size": i_dim, "hidden_dropout_prob": 0.1,
+              "max_position_embeddings": max_sequence_length + 2}
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f)
+    with open(os.path.join(path, "vocab.json"), "w") as f:
+        json.dump(vocabulary, f)
+    with open(os.path.join(path, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return tensors["roberta.embeddings.word_embeddings.weight"]
 
 
 # --- Generated images -----------------------------------------------------------
@@ -122,23 +248,41 @@ NEGATIVE = ["bad", "awful", "terrible"]
 FILLER = ["the", "movie", "was", "a", "film", "plot", "really", "very", "and"]
 
 
-def write_sentiment_csv(path, n=96, seed=0, pairs=False):
+# The same in Chinese: words are joined without spaces.
+WORDS_ZH = {"positive": ["好", "很棒", "精彩"], "negative": ["差", "糟糕", "无聊"],
+            "filler": ["这部", "电影", "剧情", "真的", "非常", "演员", "故事"]}
+
+
+def write_sentiment_rows(n, seed=0, language="en", pairs=False):
+    """`(text, other, label)` rows: the label (neg/pos) is set by one sentiment word among
+    filler words; `other` is filler only (a second text column for pair tasks), None
+    without `pairs`."""
+    words_of = {"en": {"positive": POSITIVE, "negative": NEGATIVE, "filler": FILLER},
+                "zh": WORDS_ZH}[language]
+    join = " ".join if language == "en" else "".join
+    rng = np.random.RandomState(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = list(rng.choice(words_of["filler"], size=5))
+        words.insert(rng.randint(0, 6),
+                     rng.choice(words_of["positive"] if label else words_of["negative"]))
+        other = join(rng.choice(words_of["filler"], size=3)) if pairs else None
+        rows.append((join(words), other, ["neg", "pos"][label]))
+    return rows
+
+
+def write_sentiment_csv(path, n=96, seed=0, pairs=False, language="en"):
     """Sentences whose label (neg/pos) is set by one sentiment word among filler words.
 
-    Columns `text,label`, or `text,other,label` with `pairs`.
+    Columns `text,label`, or `text,other,label` with `pairs`; `language` `"en"`
+    (words of `VOCAB`) or `"zh"` (Chinese, no spaces).
     """
-    rng = np.random.RandomState(seed)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["text", "other", "label"] if pairs else ["text", "label"])
-        for i in range(n):
-            label = i % 2
-            words = list(rng.choice(FILLER, size=5))
-            words.insert(rng.randint(0, 6), rng.choice(POSITIVE if label else NEGATIVE))
-            text = " ".join(words)
-            row = [text, " ".join(rng.choice(FILLER, size=3)), ["neg", "pos"][label]] if pairs \
-                else [text, ["neg", "pos"][label]]
-            writer.writerow(row)
+        for text, other, label in write_sentiment_rows(n, seed, language, pairs):
+            writer.writerow([text, other, label] if pairs else [text, label])
     return str(path)
 
 

@@ -16,15 +16,25 @@ from sft_keras.backbones.hub_images import ScaleOffset
 from sft_keras.backbones.text import (
     MaskedAveragePooling,
     MaskedMaxPooling,
+    FirstTokenPooling,
+    TEXT_FAMILIES,
+    TextFamily,
     build_text_backbone,
+    text_family,
     load_text_tokenizer,
     make_preprocessor,
     save_tiny_bert_preset,
+    save_tiny_text_preset,
 )
 
 __all__ = [
     "MaskedAveragePooling",
     "MaskedMaxPooling",
+    "FirstTokenPooling",
+    "TEXT_FAMILIES",
+    "TextFamily",
+    "text_family",
+    "save_tiny_text_preset",
     "build_text_backbone",
     "load_text_tokenizer",
     "make_preprocessor",

@@ -1,4 +1,11 @@
-"""Text encoders from keras-hub (BERT family) and their tokenizers.
+"""Text encoders from keras-hub and their tokenizers, one table row per family.
+
+`model.backbone` names the family (`TEXT_FAMILIES`): `"bert"`, `"distil_bert"`,
+`"electra"` (WordPiece), `"roberta"` (byte-level BPE), `"xlm_roberta"` and
+`"deberta_v3"` (SentencePiece). Each row names the keras-hub backbone,
+tokenizer and text classifier preprocessor classes and the inputs the
+backbone takes (RoBERTa, XLM-R, DeBERTaV3 and DistilBERT take no
+`segment_ids`); the model and the data pipeline follow those inputs.
 
 `model.preset` picks the weights, the same three ways keras-hub does:
 
@@ -7,13 +14,15 @@
 - a local keras-hub preset folder (`config.json`, `model.weights.h5`,
   `tokenizer.json`, `assets/`), e.g. written by `backbone.save_to_preset()`,
 - a local Hugging Face checkpoint folder (`config.json`, `model.safetensors`,
-  `vocab.txt`), which keras-hub converts on load.
+  and the tokenizer files), which keras-hub converts on load (keras-hub 0.32
+  converts BERT, DistilBERT, RoBERTa and XLM-RoBERTa checkpoints).
 
 Tokenization runs in the tf.data pipeline (batched, graph mode), not in the
 model, so the Keras model itself holds no tensorflow-text ops and its weights
 save and reload as a plain `.weights.h5` file.
 """
 
+import dataclasses
 import json
 import os
 import urllib.request
@@ -30,6 +39,79 @@ _HUB_URLS = {"kaggle": "https://www.kaggle.com", "hf": "https://huggingface.co"}
 _PROBE_TIMEOUT_S = 10
 
 
+@dataclasses.dataclass(frozen=True)
+class TextFamily:
+    """What sft_keras needs to know about one keras-hub text encoder family.
+
+    Args:
+        name: str. The `model.backbone` value.
+        backbone: the keras-hub backbone class (its `presets` are the known
+            preset names).
+        tokenizer: the keras-hub tokenizer class.
+        preprocessor: the keras-hub text classifier preprocessor class that
+            packs one or two texts into the backbone's inputs.
+        inputs: tuple of str. The backbone's inputs, in order.
+        tokenizer_type: str. `"wordpiece"` (exported with core TF ops),
+            `"bpe"` or `"sentencepiece"` (exported with tensorflow-text ops).
+    """
+
+    name: str
+    backbone: type
+    tokenizer: type
+    preprocessor: type
+    inputs: tuple
+    tokenizer_type: str
+
+
+_M = keras_hub.models
+_THREE = ("token_ids", "segment_ids", "padding_mask")
+_TWO = ("token_ids", "padding_mask")
+# keras-hub has no ELECTRA classifier preprocessor; BERT's packs the same [CLS] a [SEP] b [SEP].
+TEXT_FAMILIES = {f.name: f for f in (
+    TextFamily("bert", _M.BertBackbone, _M.BertTokenizer, _M.BertTextClassifierPreprocessor,
+               _THREE, "wordpiece"),
+    TextFamily("distil_bert", _M.DistilBertBackbone, _M.DistilBertTokenizer,
+               _M.DistilBertTextClassifierPreprocessor, _TWO, "wordpiece"),
+    TextFamily("electra", _M.ElectraBackbone, _M.ElectraTokenizer,
+               _M.BertTextClassifierPreprocessor, _THREE, "wordpiece"),
+    TextFamily("roberta", _M.RobertaBackbone, _M.RobertaTokenizer,
+               _M.RobertaTextClassifierPreprocessor, _TWO, "bpe"),
+    TextFamily("xlm_roberta", _M.XLMRobertaBackbone, _M.XLMRobertaTokenizer,
+               _M.XLMRobertaTextClassifierPreprocessor, _TWO, "sentencepiece"),
+    TextFamily("deberta_v3", _M.DebertaV3Backbone, _M.DebertaV3Tokenizer,
+               _M.DebertaV3TextClassifierPreprocessor, _TWO, "sentencepiece"),
+)}
+
+
+def text_family(name):
+    """Returns the `TextFamily` of `model.backbone`; an unknown name lists the known ones.
+
+    Example:
+
+    >>> text_family("roberta").inputs
+    ('token_ids', 'padding_mask')
+    >>> text_family("gpt")
+    Traceback (most recent call last):
+    ...
+    sft_keras.errors.ConfigError: Unknown text backbone 'gpt'. Known: bert, deberta_v3, distil_bert, electra, roberta, xlm_roberta. Received: model.backbone='gpt'
+    """
+    if name not in TEXT_FAMILIES:
+        raise ConfigError(f"Unknown text backbone {name!r}. Known: "
+                          f"{', '.join(sorted(TEXT_FAMILIES))}. Received: model.backbone={name!r}")
+    return TEXT_FAMILIES[name]
+
+
+def family_of_tokenizer(tokenizer):
+    """The `TextFamily` whose tokenizer class `tokenizer` is (exactly, else by subclass)."""
+    for match in (lambda f: type(tokenizer) is f.tokenizer,
+                  lambda f: isinstance(tokenizer, f.tokenizer)):
+        for family in TEXT_FAMILIES.values():
+            if match(family):
+                return family
+    raise ConfigError(f"No text family uses a {type(tokenizer).__name__} tokenizer. Known "
+                      f"tokenizers: {', '.join(f.tokenizer.__name__ for f in TEXT_FAMILIES.values())}")
+
+
 def _is_cached(preset):
     """True when kagglehub already holds a download of `preset`."""
     cache = os.environ.get("KAGGLEHUB_CACHE", os.path.expanduser("~/.cache/kagglehub"))
@@ -40,7 +122,7 @@ def _is_cached(preset):
     return False
 
 
-def _check_can_download(preset):
+def _check_can_download(preset, backbone_cls=None):
     scheme = preset.split("://")[0] if "://" in preset else "kaggle"
     url = _HUB_URLS.get(scheme)
     if url is None or _is_cached(preset):
@@ -49,12 +131,22 @@ def _check_can_download(preset):
         urllib.request.urlopen(url, timeout=_PROBE_TIMEOUT_S).close()
     except OSError as e:
         raise WeightsError(
-            f"Cannot download keras-hub preset {preset!r} (model.preset): {url} is "
-            f"unreachable ({e}). This machine looks offline. Pass a local folder "
+            f"Cannot download keras-hub preset {preset!r} (model.preset"
+            f"{'' if backbone_cls is None else ', a ' + backbone_cls.__name__ + ' preset'}): "
+            f"{url} is unreachable ({e}). This machine looks offline.{_known_presets(backbone_cls)}"
+            f" Pass a local folder "
             f"instead: a keras-hub preset saved with `save_to_preset()` or a Hugging "
-            f"Face checkpoint (config.json, model.safetensors, vocab.txt), e.g. "
+            f"Face checkpoint (config.json, model.safetensors and the tokenizer files: "
+            f"vocab.txt, or vocab.json and merges.txt, or sentencepiece.bpe.model), e.g. "
             f"--config.model.preset=/path/to/all-MiniLM-L6-v2"
         ) from None
+
+
+def _known_presets(backbone_cls):
+    """` Known <class> presets: a, b, c.` for a text family's backbone class, else ``."""
+    if backbone_cls not in [family.backbone for family in TEXT_FAMILIES.values()]:
+        return ""  # Image classifiers have hundreds; the error is long enough.
+    return f" Known {backbone_cls.__name__} presets: {', '.join(sorted(backbone_cls.presets))}."
 
 
 def resolve_preset(preset, backbone_cls=keras_hub.models.BertBackbone):
@@ -78,10 +170,10 @@ def resolve_preset(preset, backbone_cls=keras_hub.models.BertBackbone):
         if preset not in backbone_cls.presets:
             known = ", ".join(sorted(backbone_cls.presets))
             raise ConfigError(
-                f"Unknown keras-hub preset {preset!r} for model.preset. Known presets: "
-                f"{known}; or pass a local folder."
+                f"Unknown keras-hub preset {preset!r} for model.preset. Known "
+                f"{backbone_cls.__name__} presets: {known}; or pass a local folder."
             )
-    _check_can_download(preset)
+    _check_can_download(preset, backbone_cls)
     return preset
 
 
@@ -103,30 +195,38 @@ def _hf_tokenizer_options(path):
     return {"lowercase": lowercase, "strip_accents": lowercase if strip_accents is None else bool(strip_accents)}
 
 
-def load_bert_tokenizer(preset):
-    """Returns the keras-hub `BertTokenizer` of a preset or checkpoint folder."""
-    tokenizer = keras_hub.models.BertTokenizer.from_preset(preset)
+def load_bert_tokenizer(preset, tokenizer_cls=keras_hub.models.BertTokenizer):
+    """Returns the keras-hub WordPiece tokenizer of a preset or checkpoint folder.
+
+    Args:
+        preset: str. As in `load_text_tokenizer`.
+        tokenizer_cls: a keras-hub WordPiece tokenizer class (`BertTokenizer`,
+            `DistilBertTokenizer`, `ElectraTokenizer`).
+    """
+    tokenizer = tokenizer_cls.from_preset(preset)
     options = _hf_tokenizer_options(preset) if os.path.isdir(preset) else None
     if options is not None:
-        tokenizer = keras_hub.models.BertTokenizer(vocabulary=tokenizer.get_vocabulary(), **options)
+        tokenizer = tokenizer_cls(vocabulary=tokenizer.get_vocabulary(), **options)
     return tokenizer
 
 
 def build_text_backbone(name, preset):
-    """Builds the keras-hub encoder `name` with the weights of `preset`.
+    """Builds the keras-hub encoder of family `name` with the weights of `preset`.
 
     Call it inside `strategy.scope()`; load the tokenizer with
     `load_text_tokenizer()`.
 
     Args:
-        name: str. A registered text backbone (`"bert"`).
+        name: str. A text family of `TEXT_FAMILIES` (`"bert"`, `"roberta"`,
+            `"xlm_roberta"`, ...).
         preset: str. A keras-hub preset name, or a local keras-hub preset or
             Hugging Face checkpoint folder.
 
     Returns:
-        A `keras_hub.models.BertBackbone`.
+        The family's keras-hub backbone (e.g. `keras_hub.models.BertBackbone`).
 
     Raises:
+        ConfigError: unknown family, or a bad `preset` (see `resolve_preset`).
         WeightsError: the preset cannot be loaded (naming it and why).
 
     Example:
@@ -138,30 +238,36 @@ def build_text_backbone(name, preset):
     >>> backbone.num_layers, backbone.hidden_dim, backbone.max_sequence_length
     (2, 16, 64)
     """
-    preset = resolve_preset(preset)
+    family = text_family(name)
+    preset = resolve_preset(preset, family.backbone)
     try:
-        return keras_hub.models.BertBackbone.from_preset(preset)
+        return family.backbone.from_preset(preset)
     except Exception as e:
         raise WeightsError(
-            f"Could not load the {name!r} backbone from model.preset={preset!r}: {e}"
+            f"Could not load the {name!r} backbone ({family.backbone.__name__}) from "
+            f"model.preset={preset!r}: {e}"
         ) from e
 
 
 def load_text_tokenizer(name, preset):
-    """Returns the tokenizer of `preset` for the text backbone `name`.
+    """Returns the tokenizer of `preset` for the text family `name`.
 
-    For a Hugging Face checkpoint folder, lower-casing and accent stripping
-    follow its `tokenizer_config.json`, matching the reference tokenizer.
+    For a Hugging Face checkpoint folder of a WordPiece family, lower-casing
+    and accent stripping follow its `tokenizer_config.json`, matching the
+    reference tokenizer.
 
     Args:
-        name: str. A registered text backbone (`"bert"`); named in errors.
+        name: str. A text family of `TEXT_FAMILIES`; named in errors.
         preset: str. As in `build_text_backbone`: a keras-hub preset name, or
             a local keras-hub preset or Hugging Face checkpoint folder.
 
     Returns:
-        A `keras_hub.models.BertTokenizer` (WordPiece).
+        The family's keras-hub tokenizer (e.g. `BertTokenizer`, WordPiece;
+        `RobertaTokenizer`, byte-level BPE; `XLMRobertaTokenizer`,
+        SentencePiece).
 
     Raises:
+        ConfigError: unknown family, or a bad `preset`.
         WeightsError: the preset's tokenizer cannot be loaded.
 
     Example:
@@ -172,32 +278,39 @@ def load_text_tokenizer(name, preset):
     >>> tokenizer.tokenize("Good bad movie").tolist()  # The tiny preset lower-cases.
     [5, 6, 1]
     """
-    preset = resolve_preset(preset)
+    family = text_family(name)
+    preset = resolve_preset(preset, family.backbone)
     try:
-        return load_bert_tokenizer(preset)
+        if family.tokenizer_type == "wordpiece":
+            return load_bert_tokenizer(preset, family.tokenizer)
+        return family.tokenizer.from_preset(preset)
     except Exception as e:
         raise WeightsError(
-            f"Could not load the {name!r} tokenizer from model.preset={preset!r}: {e}"
+            f"Could not load the {name!r} tokenizer ({family.tokenizer.__name__}) from "
+            f"model.preset={preset!r}: {e}"
         ) from e
 
 
 def make_preprocessor(tokenizer, sequence_length, backbone=None):
-    """Returns a `BertTextClassifierPreprocessor` padding/truncating to `sequence_length`.
+    """Returns the family's text classifier preprocessor, padding/truncating to `sequence_length`.
 
     The preprocessor maps a batch of strings (or a tuple of two batches, for
-    sentence pairs) to the dict the text model takes: `token_ids` (`[CLS]`
-    text `[SEP]`, then padding), `segment_ids` and `padding_mask`, each
-    `[batch, sequence_length]`. Longer texts are truncated.
+    sentence pairs) to the dict the family's backbone takes, each
+    `[batch, sequence_length]`: `token_ids` (start token, text, end token(s),
+    then padding) and `padding_mask`, plus `segment_ids` for BERT and
+    ELECTRA. The class comes from the tokenizer's row of `TEXT_FAMILIES`
+    (e.g. `BertTextClassifierPreprocessor`, `RobertaTextClassifierPreprocessor`).
+    Longer texts are truncated.
 
     Args:
-        tokenizer: a keras-hub `BertTokenizer` (`load_text_tokenizer`).
-        sequence_length: int. Tokens per example, `[CLS]` and `[SEP]`
+        tokenizer: a keras-hub tokenizer (`load_text_tokenizer`).
+        sequence_length: int. Tokens per example, start and end tokens
             included (`data.sequence_length`).
         backbone: the keras-hub backbone, or None (default). When given,
             `sequence_length` is checked against its position embeddings.
 
     Returns:
-        A `keras_hub.models.BertTextClassifierPreprocessor`.
+        A keras-hub `TextClassifierPreprocessor`.
 
     Raises:
         ConfigError: `sequence_length` exceeds the backbone's position embeddings.
@@ -218,9 +331,8 @@ def make_preprocessor(tokenizer, sequence_length, backbone=None):
             f"({backbone.max_sequence_length} positions). "
             f"Received: data.sequence_length={sequence_length}"
         )
-    return keras_hub.models.BertTextClassifierPreprocessor(
-        tokenizer=tokenizer, sequence_length=sequence_length
-    )
+    family = family_of_tokenizer(tokenizer)
+    return family.preprocessor(tokenizer=tokenizer, sequence_length=sequence_length)
 
 
 def save_tiny_bert_preset(path, vocabulary, num_layers=2, num_heads=2, hidden_dim=16,
@@ -262,10 +374,57 @@ def save_tiny_bert_preset(path, vocabulary, num_layers=2, num_heads=2, hidden_di
     return path
 
 
-BACKBONES.register(
-    "bert",
-    BackboneSpec(name="bert", modality="text", constructor=build_text_backbone, preprocess_input=None),
-)
+for _name in TEXT_FAMILIES:
+    BACKBONES.register(
+        _name,
+        BackboneSpec(name=_name, modality="text", constructor=build_text_backbone,
+                     preprocess_input=None),
+    )
+
+
+def save_tiny_text_preset(path, name, tokenizer, num_layers=2, num_heads=2, hidden_dim=16,
+                          intermediate_dim=32, max_sequence_length=64, seed=0):
+    """Writes a tiny random-init encoder of family `name` with `tokenizer` as a keras-hub preset.
+
+    `save_tiny_bert_preset` for any family of `TEXT_FAMILIES`: the tests build
+    a tiny byte-level BPE (RoBERTa) or SentencePiece (XLM-R, DeBERTaV3)
+    tokenizer and save it with a random 2-layer backbone, which then loads
+    through the same `model.preset=<folder>` path as a real checkpoint.
+
+    Args:
+        path: str. Folder to write.
+        name: str. The text family (`model.backbone`).
+        tokenizer: a keras-hub tokenizer of that family.
+        num_layers, num_heads, hidden_dim, intermediate_dim,
+            max_sequence_length: int. The backbone's sizes.
+        seed: int. Seed of the random weights.
+
+    Returns:
+        str. `path`.
+
+    Example:
+
+    >>> import tempfile, keras_hub
+    >>> tokenizer = keras_hub.models.DistilBertTokenizer(
+    ...     vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good"], lowercase=True)
+    >>> path = save_tiny_text_preset(tempfile.mkdtemp(), "distil_bert", tokenizer)
+    >>> sorted(build_text_backbone("distil_bert", path).input)
+    ['padding_mask', 'token_ids']
+    """
+    family = text_family(name)
+    if not isinstance(tokenizer, family.tokenizer):
+        raise ConfigError(f"A {name!r} preset needs a {family.tokenizer.__name__}. "
+                          f"Received: tokenizer={type(tokenizer).__name__}")
+    keras.utils.set_random_seed(seed)
+    sizes = dict(num_layers=num_layers, num_heads=num_heads, hidden_dim=hidden_dim,
+                 intermediate_dim=intermediate_dim, max_sequence_length=max_sequence_length)
+    if name == "electra":  # ELECTRA names its vocabulary size differently and has an embedding size.
+        sizes.update(vocab_size=tokenizer.vocabulary_size(), embedding_dim=hidden_dim)
+    else:
+        sizes.update(vocabulary_size=tokenizer.vocabulary_size())
+    family.backbone(**sizes).save_to_preset(path)
+    tokenizer.save_to_preset(path)
+    return path
 
 
 @keras.saving.register_keras_serializable(package="sft_keras")
@@ -304,4 +463,25 @@ class MaskedMaxPooling(keras.layers.Layer):
         return keras.ops.max(keras.ops.where(mask, sequence, lowest), axis=1)
 
     def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
+        return (sequence_shape[0], sequence_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="sft_keras")
+class FirstTokenPooling(keras.layers.Layer):
+    """The vector of the first token (`[CLS]`, `<s>`): `"cls"` pooling for encoders without a pooler.
+
+    RoBERTa, XLM-R, DeBERTaV3 and DistilBERT output only the token sequence;
+    their keras-hub classifiers read the first token's vector, as this does.
+
+    Example:
+
+    >>> import numpy as np
+    >>> FirstTokenPooling()(np.array([[[1.0, 2.0], [3.0, 4.0]]])).numpy().tolist()
+    [[1.0, 2.0]]
+    """
+
+    def call(self, sequence):
+        return sequence[:, 0, :]
+
+    def compute_output_shape(self, sequence_shape):
         return (sequence_shape[0], sequence_shape[-1])

@@ -74,8 +74,9 @@ TEXT_INPUTS = ("token_ids", "segment_ids", "padding_mask")
 
 def _to_int32(features):
     # A bool padding_mask breaks gradient aggregation under MirroredStrategy
-    # ("Value for attr 'T' of bool ... AddN"); int32 everywhere avoids it.
-    return {name: tf.cast(features[name], tf.int32) for name in TEXT_INPUTS}
+    # ("Value for attr 'T' of bool ... AddN"); int32 everywhere avoids it. The keys
+    # are the backbone's own inputs (RoBERTa-like families take no segment_ids).
+    return {name: tf.cast(value, tf.int32) for name, value in features.items()}
 
 
 def make_text_dataset(examples, preprocessor, batch_size, task="classification", training=False,
@@ -107,7 +108,8 @@ def make_text_dataset(examples, preprocessor, batch_size, task="classification",
 
     Returns:
         A `tf.data.Dataset` of `(features, labels)` batches; `features` maps
-        `token_ids`, `segment_ids`, `padding_mask` to int32
+        the preprocessor's outputs (`token_ids`, `padding_mask`, and
+        `segment_ids` for BERT-like families) to int32
         `[batch, sequence_length]`.
 
     Example:

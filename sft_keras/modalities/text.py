@@ -107,12 +107,20 @@ class TextModality(Modality):
                overwrite=False):
         from sft_keras.serving.export import export_text_model
 
+        from sft_keras.serving.export import read_export_info
+
         columns = list(self.config.data.text_columns)
-        return export_text_model(
+        path = export_text_model(
             model, self.preprocessor, export_dir, class_names, task,
             num_texts=2 if len(columns) == 2 else 1, version=version, overwrite=overwrite,
             info={"text_columns": columns, **(info or {})},
         )
+        if read_export_info(path).get("requires_tensorflow_text"):  # Said by sft-train/export.
+            print(f"Note: the export {path} needs tensorflow-text ops in serving_default "
+                  f"({self.tokenizer.__class__.__name__}): `import tensorflow_text` before "
+                  f"tf.saved_model.load, and TF Serving 2.20 or later; serve_tokens needs "
+                  f"none (see export_info.json).", flush=True)
+        return path
 
     @classmethod
     def prediction_inputs(cls, info, input_path, text_column=None):

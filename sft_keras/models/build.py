@@ -5,12 +5,12 @@ import keras
 from sft_keras.backbones import hub_images
 from sft_keras.models import freezing
 from sft_keras.backbones import (
+    FirstTokenPooling,
     ImagePreprocessing,
     MaskedAveragePooling,
     MaskedMaxPooling,
     build_image_backbone,
 )
-from sft_keras.data.pipeline import TEXT_INPUTS
 from sft_keras.errors import ConfigError
 from sft_keras.models.heads import add_head
 from sft_keras.tasks import get_task
@@ -171,17 +171,22 @@ def build_image_model(config, num_classes, pretrained=True):
 def build_text_model(config, backbone, num_classes):
     """Builds a text model around a keras-hub encoder, with freezing applied.
 
-    The model takes the token dict the pipeline produces (`token_ids`,
-    `segment_ids`, `padding_mask`, int32 `[batch, sequence_length]`), pools
-    the encoder output (`model.head.pooling`: `"avg"` is the mean over
-    non-padding tokens, `"max"` their maximum, `"cls"` the encoder's pooled
-    [CLS] output) and adds the Dense head.
+    The model takes the backbone's own inputs, as the pipeline produces
+    them (int32 `[batch, sequence_length]`: `token_ids`, `padding_mask`, and
+    `segment_ids` for BERT and ELECTRA), pools the encoder output
+    (`model.head.pooling`: `"avg"` is the mean over non-padding tokens,
+    `"max"` their maximum, `"cls"` the encoder's pooled [CLS] output, or the
+    first token's vector for encoders without a pooler: RoBERTa, XLM-R,
+    DeBERTaV3, DistilBERT) and adds the Dense head.
 
     Args:
         config: a validated config.
-        backbone: a keras-hub encoder such as `keras_hub.models.BertBackbone`.
-            Its `layers` are indexed for freezing as Keras lists them:
-            inputs, embeddings, `transformer_layer_0..N-1`, `pooled_dense`.
+        backbone: a keras-hub encoder such as `keras_hub.models.BertBackbone`
+            or `RobertaBackbone`. Its `layers` are indexed for freezing as
+            Keras lists them: inputs, embeddings, `transformer_layer_0..N-1`
+            (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT) or
+            `disentangled_attention_encoder_layer_0..N-1` (DeBERTaV3), then
+            BERT's and ELECTRA's `pooled_dense`.
         num_classes: int. Number of classes (1 for regression).
 
     With `model.lora_rank > 0` the encoder is frozen whole and LoRA updates
@@ -216,14 +221,17 @@ def build_text_model(config, backbone, num_classes):
     head = config.model.head
     freeze_unused_pooler(backbone, head.pooling)
     length = config.data.sequence_length
-    inputs = {name: keras.Input((length,), dtype="int32", name=name) for name in TEXT_INPUTS}
+    inputs = {name: keras.Input((length,), dtype="int32", name=name) for name in backbone.input}
     encoded = backbone(inputs)
+    # BERT and ELECTRA return {sequence_output, pooled_output}; the others the sequence alone.
+    sequence = encoded["sequence_output"] if isinstance(encoded, dict) else encoded
     if head.pooling == "cls":
-        x = encoded["pooled_output"]
+        x = (encoded["pooled_output"] if isinstance(encoded, dict)
+             else FirstTokenPooling(name="cls_pool")(sequence))
     elif head.pooling == "max":
-        x = MaskedMaxPooling(name="max_pool")(encoded["sequence_output"], inputs["padding_mask"])
+        x = MaskedMaxPooling(name="max_pool")(sequence, inputs["padding_mask"])
     else:
-        x = MaskedAveragePooling(name="avg_pool")(encoded["sequence_output"], inputs["padding_mask"])
+        x = MaskedAveragePooling(name="avg_pool")(sequence, inputs["padding_mask"])
     outputs = add_head(
         x,
         get_task(config.task),

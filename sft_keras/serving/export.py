@@ -245,14 +245,24 @@ def export_text_model(model, preprocessor, export_base, class_names, task, num_t
     Signatures:
     - `serving_default`: `text` (`tf.string [batch]`; pair tasks also
       `text_pair`) -> `probabilities`, `class_id`, `label` (or `prediction`).
-    - `serve_tokens`: `token_ids`, `segment_ids`, `padding_mask` (int32
+    - `serve_tokens`: the model's token inputs (`token_ids`, `padding_mask`,
+      and `segment_ids` for BERT-like families; int32
       `[batch, sequence_length]`) -> the same outputs, for clients that
       tokenize themselves.
 
-    The tokenizer inside `serving_default` is `CoreBertTokenizer`: the same
-    WordPiece tokenization as the keras-hub preprocessor used in training,
-    rebuilt from core TensorFlow ops, so the export loads and runs in a
-    process (or a TF Serving build) without tensorflow-text.
+    WordPiece families (BERT, DistilBERT, ELECTRA): the tokenizer inside
+    `serving_default` is `CoreBertTokenizer`, the same WordPiece
+    tokenization as the keras-hub preprocessor used in training, rebuilt
+    from core TensorFlow ops, so the export loads and runs in a process (or
+    a TF Serving build) without tensorflow-text.
+
+    Byte-level BPE (RoBERTa) and SentencePiece (XLM-R, DeBERTaV3) families:
+    the keras-hub preprocessor itself goes into the SavedModel, with its
+    tensorflow-text ops (`RegexSplitWithOffsets`, `SentencepieceOp`, ...).
+    `export_info.json` then says `"requires_tensorflow_text": true` and
+    why: load it after `import tensorflow_text` (sft-predict does), and
+    serve it with a TF Serving build that has these ops (the stock images
+    from 2.20 on). `serve_tokens` needs none of them.
 
     Args:
         model: the trained text `keras.Model` (token dict in).
@@ -289,8 +299,6 @@ def export_text_model(model, preprocessor, export_base, class_names, task, num_t
     >>> sorted(out), out["probabilities"].shape
     (['class_id', 'label', 'probabilities'], TensorShape([2, 2]))
     """
-    from sft_keras.serving.core_tokenizer import CoreBertTokenizer
-    from sft_keras.data.pipeline import TEXT_INPUTS
     from sft_keras.models.lora import merge_lora
 
     model = merge_lora(model)  # LoRA updates go into the kernels: no LoRA variables exported.
@@ -298,22 +306,21 @@ def export_text_model(model, preprocessor, export_base, class_names, task, num_t
     task = task_type.name
     class_names = list(class_names)
     length = preprocessor.sequence_length
-    tokenizer = CoreBertTokenizer.from_keras_hub(
-        preprocessor.tokenizer, sequence_length=length, truncate=preprocessor.truncate
-    )
+    input_names = list(model.input)  # The backbone's own inputs.
+    tokenize, tracked, tf_text = _export_tokenizer(preprocessor)
 
-    def serve_tokens(token_ids, segment_ids, padding_mask):
-        features = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
+    def serve_tokens(*tensors):
+        features = dict(zip(input_names, tensors))
         return task_type.serving_outputs(model(features, training=False), class_names)
 
     def serve_text(*texts):
-        pair = texts[1] if len(texts) > 1 else None
-        return serve_tokens(**tokenizer.preprocess(texts[0], pair, sequence_length=length))
+        features = tokenize(texts[0], texts[1] if len(texts) > 1 else None)
+        return serve_tokens(*[tf.cast(features[name], tf.int32) for name in input_names])
 
     text_names = ["text", "text_pair"][:num_texts]
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.track(tokenizer)
+    archive.track(tracked)
     archive.add_endpoint(
         "serving_default",
         serve_text,
@@ -322,15 +329,50 @@ def export_text_model(model, preprocessor, export_base, class_names, task, num_t
     archive.add_endpoint(
         "serve_tokens",
         serve_tokens,
-        input_signature=[tf.TensorSpec([None, length], tf.int32, name=n) for n in TEXT_INPUTS],
+        input_signature=[tf.TensorSpec([None, length], tf.int32, name=n) for n in input_names],
     )
     inputs = {
         "serving_default": {n: "tf.string [batch], raw text" for n in text_names},
-        "serve_tokens": {n: f"tf.int32 [batch, {length}]" for n in TEXT_INPUTS},
+        "serve_tokens": {n: f"tf.int32 [batch, {length}]" for n in input_names},
     }
-    info = {"modality": "text", "sequence_length": length, **(info or {}),
+    info = {"modality": "text", "sequence_length": length, **(info or {}), **tf_text,
             **_task_info(task_type, class_names)}
     return write_export(archive, export_base, class_names, task, inputs, info, version, overwrite)
+
+
+def _export_tokenizer(preprocessor):
+    """How `serving_default` tokenizes: `(tokenize(texts, pairs), object to track, info)`.
+
+    WordPiece: `CoreBertTokenizer` (core TF ops only). Other tokenizers: the
+    keras-hub preprocessor, whose tensorflow-text ops `info` records.
+    """
+    import keras_hub
+
+    from sft_keras.serving.core_tokenizer import CoreBertTokenizer
+
+    length = preprocessor.sequence_length
+    if isinstance(preprocessor.tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
+        tokenizer = CoreBertTokenizer.from_keras_hub(
+            preprocessor.tokenizer, sequence_length=length, truncate=preprocessor.truncate)
+
+        def tokenize(texts, pairs):
+            return tokenizer.preprocess(texts, pairs, sequence_length=length)
+
+        return tokenize, tokenizer, {"requires_tensorflow_text": False}
+
+    def tokenize(texts, pairs):
+        return preprocessor(x=texts if pairs is None else (texts, pairs))
+
+    from sft_keras.backbones.text import family_of_tokenizer
+
+    kind = {"bpe": "byte-level BPE", "sentencepiece": "SentencePiece"}.get(
+        family_of_tokenizer(preprocessor.tokenizer).tokenizer_type, "non-WordPiece")
+    reason = (f"serving_default runs the keras-hub {type(preprocessor.tokenizer).__name__} "
+              f"({kind}), whose ops come from tensorflow-text: `import tensorflow_text` before "
+              f"loading, and serve with TF Serving 2.20 or later (older stock images lack some "
+              f"of these ops); serve_tokens needs no tensorflow-text op")
+    return tokenize, preprocessor, {"requires_tensorflow_text": True,
+                                    "tensorflow_text_reason": reason}
 
 
 def _task_info(task_type, class_names):

@@ -27,7 +27,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Hide TF's C++ info lines; keep warnings.
 
-from sft_keras.errors import DataError  # noqa: E402
+from sft_keras.errors import DataError, ExportError  # noqa: E402
 from sft_keras.serving.export import read_export_info, resolve_export  # noqa: E402, F401
 
 
@@ -124,6 +124,13 @@ def predict_file(model_path, input_path, batch_size=32, text_column=None, progre
     inputs = modality_of_export(info, f"export_info.json of {version_dir!r}").prediction_inputs(
         info, input_path, text_column)
     items = inputs.items
+    if info.get("requires_tensorflow_text"):  # Registers the ops of a BPE/SentencePiece tokenizer.
+        try:
+            import tensorflow_text  # noqa: F401
+        except ImportError as e:
+            raise ExportError(f"{version_dir!r} needs tensorflow-text ops (export_info.json: "
+                              f"{info.get('tensorflow_text_reason', '')}); install "
+                              f"tensorflow-text. ({e})") from None
     serve = tf.saved_model.load(version_dir).signatures["serving_default"]  # After input checks.
     bar = _progress_bar(len(items)) if progress and len(items) > batch_size else None
     for start in range(0, len(items), batch_size):
