@@ -38,7 +38,9 @@ def get_default_config():
     c.seed = 42  # Python, NumPy and TF seeds, and the train/validation split.
     # What is learned: 'classification' (softmax over classes), 'binary'
     # (one sigmoid unit), 'regression' (one linear unit, MSE loss), 'multilabel'
-    # (one sigmoid unit per label; an example has any number of labels).
+    # (one sigmoid unit per label; an example has any number of labels),
+    # 'retrieval' (a text dual encoder of (context, response) pairs: a chatbot
+    # answering with the best replies of a bank; docs/chatbot.md).
     c.task = "classification"
 
     # === Data ===
@@ -82,8 +84,17 @@ def get_default_config():
     c.data.tfds_train_split = "train"
     c.data.tfds_validation_split = ""  # Empty: hold out validation_split of train.
     c.data.tfds_download = False
-    # 'chatterbot' source: the topics (YAML file names) to classify.
+    # 'chatterbot' source: the topics (YAML file names) to classify; with
+    # task='retrieval', the topics whose conversations give (question, answer)
+    # pairs (empty: every topic).
     c.data.topics = ("ai", "coding", "emotion", "literature", "psychology", "trivia")
+    # task='retrieval', 'text_file' source: the context and response columns of a
+    # CSV/TSV/JSONL table. A JSONL file whose records hold "messages" is read as
+    # chat turns instead: each assistant turn is a response, its context the
+    # `context_turns` turns before it, joined by a newline.
+    c.data.context_column = "context"
+    c.data.response_column = "response"
+    c.data.context_turns = 1
     c.data.cache = True  # Cache decoded images in memory after the first epoch.
     c.data.shuffle_buffer = 2048  # Examples in the shuffle buffer of the training data.
     c.data.augment = config_dict.ConfigDict()
@@ -178,6 +189,11 @@ def get_default_config():
     # threshold (0.05-0.95 grid) maximizing its F1 on the validation split,
     # written to report/thresholds.json and used by the report and the export.
     c.train.multilabel_thresholds = ""
+    # task='retrieval': the in-batch negatives loss is a softmax over
+    # retrieval_scale * cosine(context, response) of every response in the batch;
+    # retrieval_symmetric also ranks the batch's contexts for each response.
+    c.train.retrieval_scale = 20.0
+    c.train.retrieval_symmetric = False
     # Stop when `monitor` has not improved for this many epochs and restore the
     # best weights; 0 disables early stopping.
     c.train.early_stopping_patience = 3
@@ -217,6 +233,9 @@ def get_default_config():
     # before decoding) a served image may have; a bigger one (a decompression bomb)
     # is a valid=false row, never decoded. The default is about 7071 x 7071.
     c.export.max_image_pixels = 50_000_000
+    # task='retrieval': replies the export returns per message (its bank of known
+    # replies is every distinct response of the data; a smaller bank serves all).
+    c.export.top_k = 5
 
     c.lock()
     return c
@@ -336,13 +355,15 @@ def _check_values(c, check_files=True):
 
     _check_top_level(c)
     spec = backbones.get_backbone_spec(c.model.backbone)  # Raises, listing the known names.
-    modality = MODALITIES.get(spec.modality)  # Its class: checks of its own config keys.
+    # Its class: checks of its own config keys. task='retrieval' has its own.
+    modality = MODALITIES.get("retrieval" if c.task == "retrieval" else spec.modality)
     _check_data(c, modality, check_files)
     _check_model(c.model, modality, check_files)
     _check_train(c)
     _check_runtime(c.runtime)
     # export.enabled is a bool; `_merge_values` already checked its type.
     _positive_int("export.max_image_pixels", c.export.max_image_pixels)
+    _positive_int("export.top_k", c.export.top_k)
 
 
 def _check_top_level(c):
