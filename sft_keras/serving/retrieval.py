@@ -43,7 +43,7 @@ def top_replies(vectors, bank_vectors, k):
 
 
 def export_retrieval_model(model, preprocessor, export_base, bank, top_k=5, version=None,
-                           overwrite=False, info=None, batch_size=64):
+                           overwrite=False, info=None, batch_size=64, bank_vectors=None):
     """Exports a dual encoder with its reply bank as a versioned SavedModel.
 
     Args:
@@ -55,6 +55,9 @@ def export_retrieval_model(model, preprocessor, export_base, bank, top_k=5, vers
             smaller bank returns all of its replies (logged).
         version, overwrite, info: as in `sft_keras.serving.export.export_image_model`.
         batch_size: int. Replies embedded per call.
+        bank_vectors: float32 array `[len(bank), dim]` or None. The bank's
+            embeddings when already computed (e.g. a benchmark's synthetic
+            bank); None embeds `bank` with `model`.
 
     Returns:
         str. The path of the written version folder.
@@ -95,7 +98,12 @@ def export_retrieval_model(model, preprocessor, export_base, bank, top_k=5, vers
     length = preprocessor.sequence_length
     tokenizer = CoreBertTokenizer.from_keras_hub(
         preprocessor.tokenizer, sequence_length=length, truncate=preprocessor.truncate)
-    replies = ReplyBank(bank, embed_texts(encoder, preprocessor, bank, batch_size))
+    if bank_vectors is None:
+        bank_vectors = embed_texts(encoder, preprocessor, bank, batch_size)
+    if np.shape(bank_vectors) != (len(bank), encoder.output.shape[-1]):
+        raise ExportError(f"bank_vectors must be [{len(bank)}, {encoder.output.shape[-1]}] "
+                          f"(one per reply). Received: shape {np.shape(bank_vectors)}")
+    replies = ReplyBank(bank, bank_vectors)
 
     def embed(text):
         return {"vectors": tf.cast(encoder(tokenizer.preprocess(text, sequence_length=length),
