@@ -236,6 +236,10 @@ def get_default_config():
     # task='retrieval': replies the export returns per message (its bank of known
     # replies is every distinct response of the data; a smaller bank serves all).
     c.export.top_k = 5
+    # task='retrieval': also write the bank as a FAISS index (exact inner product,
+    # `faiss-cpu`) and its replies in assets.extra/ (bank.faiss, replies.json), for
+    # banks too large for the in-graph brute-force search (docs/chatbot.md).
+    c.export.faiss_index = False
 
     c.lock()
     return c

@@ -144,7 +144,8 @@ class RetrievalModality(TextModality):
 
         return export_retrieval_model(
             model, self.preprocessor, export_dir, self.bank(), top_k=self.config.export.top_k,
-            version=version, overwrite=overwrite, info=info)
+            version=version, overwrite=overwrite, info=info,
+            faiss_index=self.config.export.faiss_index)
 
 
 MODALITIES.register(RetrievalModality.name, RetrievalModality)

@@ -12,7 +12,16 @@ without keras, keras-hub or tensorflow-text, e.g. on stock TF Serving):
 The bank (the replies and their embeddings, computed at export time with the
 trained encoder) is held in two variables of the SavedModel; `k` is
 `export.top_k`, or the bank's size when that is smaller (logged).
+
+With `faiss_index=True` (`export.faiss_index`) the bank is also written
+beside the graph, in `assets.extra/`: `bank.faiss` (a FAISS `IndexFlatIP`
+of the same vectors: exact inner product, so the same top-k) and
+`replies.json`; `FaissBank` searches it with the vectors of `embed`.
 """
+
+import json
+import os
+
 
 import numpy as np
 import tensorflow as tf
@@ -43,7 +52,8 @@ def top_replies(vectors, bank_vectors, k):
 
 
 def export_retrieval_model(model, preprocessor, export_base, bank, top_k=5, version=None,
-                           overwrite=False, info=None, batch_size=64, bank_vectors=None):
+                           overwrite=False, info=None, batch_size=64, bank_vectors=None,
+                           faiss_index=False):
     """Exports a dual encoder with its reply bank as a versioned SavedModel.
 
     Args:
@@ -125,7 +135,69 @@ def export_retrieval_model(model, preprocessor, export_base, bank, top_k=5, vers
               "embed": {"text": "tf.string [batch]"}}
     info = {"modality": "retrieval", "sequence_length": length, "top_k": k,
             "bank_size": len(bank), **(info or {})}
-    return write_export(archive, export_base, [], "retrieval", inputs, info, version, overwrite)
+    extra_files = None
+    if faiss_index:
+        extra_files = {FAISS_INDEX: lambda path: _write_faiss(bank_vectors, path),
+                       REPLIES: lambda path: _write_json(bank, path)}
+        info["faiss_index"] = FAISS_INDEX
+    return write_export(archive, export_base, [], "retrieval", inputs, info, version, overwrite,
+                        extra_files=extra_files)
+
+
+FAISS_INDEX, REPLIES = "bank.faiss", "replies.json"  # In assets.extra/.
+
+
+def _write_faiss(vectors, path):
+    import faiss
+
+    index = faiss.IndexFlatIP(int(np.shape(vectors)[1]))
+    index.add(np.ascontiguousarray(vectors, np.float32))
+    faiss.write_index(index, path)
+
+
+def _write_json(values, path):
+    from sft_keras.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(list(values), ensure_ascii=False))
+
+
+class FaissBank:
+    """The FAISS index of an export's bank (`export.faiss_index=True`), searched exactly.
+
+    Serve a large bank this way: the export's `embed` signature (TF Serving)
+    gives the vectors, FAISS ranks the bank.
+
+    Args:
+        version_dir: str. An export version folder with `assets.extra/bank.faiss`.
+
+    Raises:
+        ExportError: the export has no FAISS index.
+
+    Example:
+
+    >>> bank = FaissBank("/tmp/bot/export/1")  # doctest: +SKIP
+    >>> vectors = model.signatures["embed"](text=tf.constant(["Hi"]))["vectors"]  # doctest: +SKIP
+    >>> bank.search(vectors.numpy(), k=5)  # doctest: +SKIP
+    """
+
+    def __init__(self, version_dir):
+        import faiss
+
+        from sft_keras.errors import ExportError
+        from sft_keras.serving.export import EXTRA
+
+        path = os.path.join(version_dir, EXTRA, FAISS_INDEX)
+        if not os.path.isfile(path):
+            raise ExportError(f"No FAISS index in {version_dir!r} (export.faiss_index=False when "
+                              f"it was written). Received: missing {path!r}")
+        self.index = faiss.read_index(path)
+        with open(os.path.join(version_dir, EXTRA, REPLIES), encoding="utf-8") as f:
+            self.replies = json.load(f)
+
+    def search(self, vectors, k=5):
+        """`(scores, ids, replies)` of the `k` best bank rows for each vector, best first."""
+        scores, ids = self.index.search(np.ascontiguousarray(vectors, np.float32), k)
+        return scores, ids, [[self.replies[i] for i in row] for row in ids]
 
 
 class ChatBot:
