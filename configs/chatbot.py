@@ -14,7 +14,12 @@ Install and run:
     sft-train --config=configs/chatbot.py --workdir=/tmp/bot
     sft-chat --model=/tmp/bot/export
 
-Expected: see docs/chatbot.md (measured figures, with the command).
+Expected (measured with the command above on 2 shared CPU cores; 952 training
+pairs; early stopping kept epoch 2 of 4; 18 min 21 s wall time): on 203
+held-out questions against the bank of their 223 replies, recall@1 0.571,
+recall@5 0.759, recall@10 0.823, MRR 0.658. In the same run, MiniLM before
+fine-tuning: 0.517 / 0.719 / 0.773 / 0.614; BM25 (bm25s): 0.232 / 0.305 /
+0.360 / 0.274.
 Smoke run: `--config=configs/chatbot.py:runlocal` (1 epoch, 300 pairs).
 """
 
@@ -43,7 +48,7 @@ def get_config(arg=None):
     config.model.preset = minilm_path()
     config.model.head.pooling = "avg"  # Mean over tokens, as sentence-transformers.
     config.train.optimizer = "adamw"
-    config.train.learning_rate = 3e-5
+    config.train.learning_rate = 1e-4
     config.train.weight_decay = 0.01
     config.train.schedule = "linear"
     config.train.warmup_fraction = 0.1
@@ -51,6 +56,7 @@ def get_config(arg=None):
     config.train.epochs = 4
     config.train.early_stopping_patience = 2
     config.train.retrieval_scale = 20.0  # sentence-transformers' default.
+    config.train.retrieval_symmetric = True  # Also rank the questions for each answer.
     config.export.top_k = 5
     if arg == "runlocal":
         config.train.epochs = 1
