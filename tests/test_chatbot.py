@@ -67,6 +67,16 @@ def test_rerun_of_a_finished_run_returns_its_metrics(chat_run):
     assert again["recall@1"] == metrics["recall@1"]
 
 
+def test_sft_eval_rescores_the_validation_split_with_the_baselines(chat_run):
+    from sft_keras.evaluation.eval_run import evaluate_workdir
+
+    workdir, metrics = chat_run
+    again = evaluate_workdir(workdir)
+    assert again["recall@1"] == pytest.approx(metrics["recall@1"], abs=0.05)
+    assert again["bm25"] == metrics["bm25"]
+    assert again["report_dir"] == os.path.join(workdir, "report")
+
+
 _SERVE = """
     import numpy as np
     path = request["path"]
