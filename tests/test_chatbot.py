@@ -143,6 +143,7 @@ def test_a_bank_smaller_than_top_k_serves_all_its_replies_and_logs_it(chat_run, 
     assert sorted(r.decode() for r in out["replies"].numpy()[0]) == ["meow", "woof"]
 
 
+@pytest.mark.slow  # A second training run; the chat reader itself is tested in test_pairs.py.
 def test_chat_jsonl_trains_through_the_same_loop(tmp_path):
     config = helpers.chat_config(str(tmp_path), epochs=1, fmt="chat")
     config.export.enabled = False
