@@ -75,6 +75,7 @@ def test_sft_eval_rescores_the_validation_split_with_the_baselines(chat_run):
     assert again["recall@1"] == pytest.approx(metrics["recall@1"], abs=0.05)
     assert again["bm25"] == metrics["bm25"]
     assert again["report_dir"] == os.path.join(workdir, "report")
+    assert again["split"] == "validation"
 
 
 _SERVE = """

@@ -94,7 +94,7 @@ def evaluate_workdir(workdir, split="validation", data_path=None, checkpoint="be
                  if run.config.task == "multilabel" else 0.5)
     dataset = run.modality.make_dataset(examples, cache=False)
     metrics = run.modality.evaluate(run.model, dataset, examples, report_dir,
-                                    run.run_dir.training_log)  # A report of its own, or None.
+                                    run.run_dir.training_log, split_name)  # Own report, or None.
     if metrics is None:
         metrics = report.write_report(
             run.model, dataset, examples, run.class_names, run.config.task, report_dir,

@@ -113,7 +113,7 @@ def dense_scores(encoder, preprocessor, queries, bank, batch_size=64):
 
 def write_retrieval_report(model, zero_shot_model, preprocessor, examples, report_dir,
                            dataset=None, training_log=None, batch_size=64,
-                           num_examples=NUM_EXAMPLES):
+                           num_examples=NUM_EXAMPLES, split="validation"):
     """Scores the fine-tuned dual encoder, the encoder before fine-tuning and BM25; writes
     the report folder; returns the fine-tuned model's metrics.
 
@@ -128,6 +128,7 @@ def write_retrieval_report(model, zero_shot_model, preprocessor, examples, repor
         training_log: str or None. Draws `training_curves.png` from it.
         batch_size: int. Texts per encoder call.
         num_examples: int. Example questions in `retrieval_report.md`.
+        split: str. Recorded as `split` in `metrics.json`.
 
     Returns:
         dict: `recall@1`, `recall@5`, `recall@10`, `mrr`, `num_questions`,
@@ -144,9 +145,9 @@ def write_retrieval_report(model, zero_shot_model, preprocessor, examples, repor
     lexical = bm25_scores(queries, bank)
     metrics = {}
     if dataset is not None:
-        metrics.update(report.evaluate_model(model, dataset, len(examples)))
+        metrics.update(report.evaluate_model(model, dataset, len(examples), split))
     metrics.update(rank_metrics(tuned, relevant))
-    metrics["split"] = "validation"
+    metrics["split"] = split
     metrics["zero_shot"] = rank_metrics(before, relevant)
     metrics["bm25"] = rank_metrics(lexical, relevant)
     report.write_metrics(metrics, report_dir)
@@ -161,8 +162,8 @@ def _markdown(metrics, queries, bank, relevant, before, after, num_examples):
         return text.replace("|", "\\|").replace("\n", " / ")
 
     names = ("recall@1", "recall@5", "recall@10", "mrr")
-    lines = [f"# Retrieval report (validation: {metrics['num_questions']} questions, a bank of "
-             f"{metrics['bank_size']} replies)", "",
+    lines = [f"# Retrieval report ({metrics['split']}: {metrics['num_questions']} questions, "
+             f"a bank of {metrics['bank_size']} replies)", "",
              "| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for label, row in (("BM25 (bm25s)", metrics["bm25"]),
                        ("encoder before fine-tuning", metrics["zero_shot"]),

@@ -124,14 +124,16 @@ class RetrievalModality(TextModality):
         return build_dual_encoder(backbone, c.data.sequence_length,
                                   name=f"{c.model.backbone}_retrieval")
 
-    def evaluate(self, model, dataset, examples, report_dir, training_log=None):
+    def evaluate(self, model, dataset, examples, report_dir, training_log=None,
+                 split="validation"):
         """recall@k and MRR against the bank of `examples`' replies, with the zero-shot
         encoder (rebuilt from `model.preset`) and BM25 (`write_retrieval_report`)."""
         from sft_keras.evaluation.retrieval import write_retrieval_report
 
         return write_retrieval_report(
             model, self.build_model(), self.preprocessor, examples, report_dir,
-            dataset=dataset, training_log=training_log, batch_size=self.config.train.batch_size)
+            dataset=dataset, training_log=training_log, batch_size=self.config.train.batch_size,
+            split=split)
 
     def bank(self):
         """Every distinct response of the run's data (training, then validation)."""
