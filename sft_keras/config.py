@@ -38,7 +38,9 @@ def get_default_config():
     c.seed = 42  # Python, NumPy and TF seeds, and the train/validation split.
     # What is learned: 'classification' (softmax over classes), 'binary'
     # (one sigmoid unit), 'regression' (one linear unit, MSE loss), 'multilabel'
-    # (one sigmoid unit per label; an example has any number of labels).
+    # (one sigmoid unit per label; an example has any number of labels),
+    # 'retrieval' (a text dual encoder of (context, response) pairs: a chatbot
+    # answering with the best replies of a bank; docs/chatbot.md).
     c.task = "classification"
 
     # === Data ===
@@ -82,8 +84,17 @@ def get_default_config():
     c.data.tfds_train_split = "train"
     c.data.tfds_validation_split = ""  # Empty: hold out validation_split of train.
     c.data.tfds_download = False
-    # 'chatterbot' source: the topics (YAML file names) to classify.
+    # 'chatterbot' source: the topics (YAML file names) to classify; with
+    # task='retrieval', the topics whose conversations give (question, answer)
+    # pairs (empty: every topic).
     c.data.topics = ("ai", "coding", "emotion", "literature", "psychology", "trivia")
+    # task='retrieval', 'text_file' source: the context and response columns of a
+    # CSV/TSV/JSONL table. A JSONL file whose records hold "messages" is read as
+    # chat turns instead: each assistant turn is a response, its context the
+    # `context_turns` turns before it, joined by a newline.
+    c.data.context_column = "context"
+    c.data.response_column = "response"
+    c.data.context_turns = 1
     c.data.cache = True  # Cache decoded images in memory after the first epoch.
     c.data.shuffle_buffer = 2048  # Examples in the shuffle buffer of the training data.
     c.data.augment = config_dict.ConfigDict()
@@ -182,6 +193,11 @@ def get_default_config():
     # threshold (0.05-0.95 grid) maximizing its F1 on the validation split,
     # written to report/thresholds.json and used by the report and the export.
     c.train.multilabel_thresholds = ""
+    # task='retrieval': the in-batch negatives loss is a softmax over
+    # retrieval_scale * cosine(context, response) of every response in the batch;
+    # retrieval_symmetric also ranks the batch's contexts for each response.
+    c.train.retrieval_scale = 20.0
+    c.train.retrieval_symmetric = False
     # Stop when `monitor` has not improved for this many epochs and restore the
     # best weights; 0 disables early stopping.
     c.train.early_stopping_patience = 3
@@ -244,6 +260,13 @@ def get_default_config():
     # A LiteRT/ONNX file whose validation accuracy is more than this below the Keras
     # float32 model's is flagged in report/exports.md and in the command's output.
     c.export.max_accuracy_drop = 0.01
+    # task='retrieval': replies the export returns per message (its bank of known
+    # replies is every distinct response of the data; a smaller bank serves all).
+    c.export.top_k = 5
+    # task='retrieval': also write the bank as a FAISS index (exact inner product,
+    # `faiss-cpu`) and its replies in assets.extra/ (bank.faiss, replies.json), for
+    # banks too large for the in-graph brute-force search (docs/chatbot.md).
+    c.export.faiss_index = False
 
     c.lock()
     return c
@@ -363,7 +386,8 @@ def _check_values(c, check_files=True):
 
     _check_top_level(c)
     spec = backbones.get_backbone_spec(c.model.backbone)  # Raises, listing the known names.
-    modality = MODALITIES.get(spec.modality)  # Its class: checks of its own config keys.
+    # Its class: checks of its own config keys. task='retrieval' has its own.
+    modality = MODALITIES.get("retrieval" if c.task == "retrieval" else spec.modality)
     _check_data(c, modality, check_files)
     _check_model(c.model, modality, check_files)
     _check_train(c)
@@ -371,6 +395,7 @@ def _check_values(c, check_files=True):
     # export.enabled is a bool; `_merge_values` already checked its type.
     _positive_int("export.max_image_pixels", c.export.max_image_pixels)
     _check_export_formats(c.export, c.task)
+    _positive_int("export.top_k", c.export.top_k)
 
 
 def _check_export_formats(e, task):

@@ -261,7 +261,7 @@ class RunDir:
         """The class names of `labels.txt` (blank lines ignored), in class-index order.
 
         Args:
-            task: str or None. Every task but `"regression"` needs at least
+            task: str or None. Every task but `"regression"` and `"retrieval"` needs at least
                 one class name (else a `WorkdirError`).
         """
         if not os.path.isfile(self.labels_path):
@@ -269,7 +269,7 @@ class RunDir:
                 f"No labels.txt in workdir {self.path!r}: expected {self.labels_path!r}.")
         with open(self.labels_path, encoding="utf-8") as f:
             names = [line.rstrip("\r\n") for line in f if line.strip()]
-        if task not in (None, "regression") and not names:
+        if task not in (None, "regression", "retrieval") and not names:
             raise WorkdirError(f"{self.labels_path} is empty, but task={task!r} needs its "
                                "class names.")
         return names

@@ -22,6 +22,10 @@ class Task:
             resolved by `resolve_thresholds`); empty: `threshold` for all.
         label_separator: str. Multilabel: joins the predicted labels in the
             served `labels` output (`data.label_separator`).
+        retrieval_scale: float. Retrieval: the in-batch negatives loss's
+            inverse temperature (`train.retrieval_scale`).
+        retrieval_symmetric: bool. Retrieval: the loss also ranks contexts
+            for each response (`train.retrieval_symmetric`).
     """
 
     name: str
@@ -29,6 +33,8 @@ class Task:
     threshold: float = 0.5
     label_separator: str = "|"
     thresholds: tuple = ()
+    retrieval_scale: float = 20.0
+    retrieval_symmetric: bool = False
 
     def label_thresholds(self, num_classes):
         """The per-label thresholds as a list of `num_classes` floats.
@@ -57,6 +63,10 @@ class Task:
 
     def loss(self, label_smoothing=0.0):
         """The training loss; `label_smoothing` (classification, binary) softens the targets."""
+        if self.name == "retrieval":
+            from sft_keras.models.retrieval import InBatchNegativesLoss
+
+            return InBatchNegativesLoss(self.retrieval_scale, self.retrieval_symmetric)
         if self.name == "classification":
             if label_smoothing:
                 return SparseCategoricalCrossentropyWithSmoothing(label_smoothing)
@@ -66,6 +76,10 @@ class Task:
         return keras.losses.MeanSquaredError()
 
     def metrics(self):
+        if self.name == "retrieval":  # accuracy: a context's own reply ranks first in its batch.
+            from sft_keras.models.retrieval import in_batch_accuracy
+
+            return [keras.metrics.MeanMetricWrapper(in_batch_accuracy, name="accuracy")]
         if self.name == "classification":
             return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         if self.name == "binary":
@@ -406,6 +420,8 @@ TASKS = {
         "multilabel",
         monitors=("val_loss", "val_accuracy", "val_auc", "val_f1_micro", "val_f1_macro"),
     ),
+    # A dual encoder of (context, response) pairs: sft_keras.modalities.retrieval.
+    "retrieval": Task("retrieval", monitors=("val_loss", "val_accuracy")),
 }
 
 
@@ -451,6 +467,8 @@ def task_from_config(config, class_names=None, tuned=None):
         threshold=float(config.train.multilabel_threshold),
         label_separator=config.data.label_separator,
         thresholds=thresholds,
+        retrieval_scale=float(config.train.retrieval_scale),
+        retrieval_symmetric=bool(config.train.retrieval_symmetric),
     )
 
 

@@ -18,6 +18,9 @@ module, and nothing here depends on where the importing test file lives.
 - `write_sentiment_csv`, `write_tagged_csv`: a binary (neg/pos) and a multilabel text CSV
   (`write_sentiment_csv(..., language="zh")`: Chinese, no spaces).
 - `train_image_run`, `train_text_run`: finished tiny runs (a workdir as sft-train leaves it).
+- `CHAT_VOCAB`, `write_chat_pairs`, `chat_config`: a learnable toy chatbot (each question names
+  a key word; its reply is the word that key maps to) as (context, response) CSV or chat JSONL,
+  and a tiny `task='retrieval'` config on it.
 """
 
 import csv
@@ -33,14 +36,16 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared")
 
 
-def run_cli(args, cwd=REPO_ROOT, timeout=600, env=None):
-    """Runs a command in a fresh process; returns the CompletedProcess (text output)."""
+def run_cli(args, cwd=REPO_ROOT, timeout=600, env=None, input=None):
+    """Runs a command in a fresh process; returns the CompletedProcess (text output).
+
+    `input`: str or None, fed to its stdin."""
     full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CI="1")
     full_env.update(env or {})
     if args[0] == "python":
         args = [sys.executable, *args[1:]]
     return subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, input=input)
 
 
 def load_config_file(path, *args):
@@ -344,3 +349,61 @@ def train_text_run(root, epochs=1, sequence_length=16):
     workdir = os.path.join(root, "text_run")
     train_and_evaluate(config, workdir)
     return workdir, csv_path
+
+
+# --- A toy chatbot (task='retrieval') ----------------------------------------------
+
+CHAT_KEYS = {"cat": "meow", "dog": "woof", "sun": "hot", "rain": "wet", "tea": "cup",
+             "code": "bug", "song": "tune", "book": "page"}  # Key word in a question -> reply.
+CHAT_FILLER = ["i", "like", "the", "a", "my", "about", "tell", "me", "what", "is", "your", "so"]
+CHAT_VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(CHAT_KEYS)
+              + list(CHAT_KEYS.values()) + CHAT_FILLER)
+
+
+def write_chat_pairs(path, n=96, seed=0, fmt="csv"):
+    """Writes n distinct toy questions and their replies; returns the path.
+
+    `fmt="csv"`: columns `question,answer`; `fmt="chat"`: chat JSON lines, one
+    user/assistant exchange per line.
+    """
+    import json
+
+    rng = np.random.default_rng(seed)
+    keys, rows, seen = list(CHAT_KEYS), [], set()
+    while len(rows) < n:
+        key = keys[len(rows) % len(keys)]
+        words = list(rng.choice(CHAT_FILLER, size=3)) + [key]
+        question = " ".join(rng.permutation(words))
+        if question not in seen:
+            seen.add(question)
+            rows.append((question, CHAT_KEYS[key]))
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        if fmt == "chat":
+            for question, answer in rows:
+                f.write(json.dumps({"messages": [{"role": "user", "content": question},
+                                                 {"role": "assistant", "content": answer}]}) + "\n")
+        else:
+            writer = csv.writer(f)
+            writer.writerow(["question", "answer"])
+            writer.writerows(rows)
+    return path
+
+
+def chat_config(root, epochs=6, fmt="csv", **data):
+    """A validated tiny `task='retrieval'` config on `write_chat_pairs` data in `root`."""
+    from sft_keras.config import validate_config
+
+    preset = write_tiny_bert_preset(os.path.join(root, "tiny_chat_bert"), CHAT_VOCAB,
+                                    hidden_dim=32, intermediate_dim=64)
+    path = write_chat_pairs(os.path.join(root, "chat.jsonl" if fmt == "chat" else "chat.csv"),
+                            fmt=fmt)
+    return validate_config({
+        "task": "retrieval",
+        "data": {"source": "text_file", "path": path, "context_column": "question",
+                 "response_column": "answer", "sequence_length": 12,
+                 "validation_split": 0.25, **data},
+        "model": {"backbone": "bert", "preset": preset},
+        "train": {"epochs": epochs, "batch_size": 16, "learning_rate": 3e-3,
+                  "early_stopping_patience": 0, "retrieval_scale": 10.0},
+        "export": {"top_k": 3},
+    })

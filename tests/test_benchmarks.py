@@ -53,6 +53,12 @@ SCRIPTS = {
          r"^path\s+batch\s+median ms\s+ms/example$",
          *(rf"^\({c}\) .*\s+{b}\s+{NUMBER}\s+{NUMBER}$" for b in (1, 32) for c in "abc")],
     ),
+    "chatbot_latency": (
+        ["python", "benchmarks/chatbot_latency.py", "--smoke"], {},
+        [r"^Model: tiny BERT \(2 layers\), sequence_length=32, dim=16, batch 1, top 5, median of 2",
+         r"^\s+bank\s+reply ms\s+search ms$",
+         *(rf"^\s+{b}\s+{NUMBER}\s+{NUMBER}$" for b in ("100", "1,000"))],
+    ),
     "quickstart_linear_probe": (  # Smoke mode from the environment, as the notebooks get it.
         ["python", "benchmarks/quickstart_linear_probe.py"], {"SFT_SMOKE": "1"},
         [r"^train=64 validation=\d+ classes=\[.*'ai'.*\]$",

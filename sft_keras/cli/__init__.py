@@ -1,5 +1,5 @@
 """The command-line entry points (`sft-train`, `sft-eval`, `sft-export`, `sft-predict`,
-`sft-tune`): thin absl mains, one module each, over the library. What they share is here:
+`sft-tune`, `sft-chat`): thin absl mains, one module each, over the library. What they share is here:
 flag parsing whose errors are one line."""
 
 import functools

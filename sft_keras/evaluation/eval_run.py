@@ -92,10 +92,14 @@ def evaluate_workdir(workdir, split="validation", data_path=None, checkpoint="be
     keras.utils.set_random_seed(run.config.seed)
     threshold = (run.task.label_thresholds(len(run.class_names))
                  if run.config.task == "multilabel" else 0.5)
-    metrics = report.write_report(
-        run.model, run.modality.make_dataset(examples, cache=False), examples, run.class_names,
-        run.config.task, report_dir, split_name, training_log=run.run_dir.training_log,
-        num_worst=num_worst, threshold=threshold,
-    )
+    dataset = run.modality.make_dataset(examples, cache=False)
+    metrics = run.modality.evaluate(run.model, dataset, examples, report_dir,
+                                    run.run_dir.training_log, split_name)  # Own report, or None.
+    if metrics is None:
+        metrics = report.write_report(
+            run.model, dataset, examples, run.class_names, run.config.task, report_dir,
+            split_name, training_log=run.run_dir.training_log, num_worst=num_worst,
+            threshold=threshold,
+        )
     metrics["report_dir"] = report_dir
     return metrics

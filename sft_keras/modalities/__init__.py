@@ -12,11 +12,13 @@ A new modality is a module here with a `Modality` subclass, registered with
 """
 
 from sft_keras.modalities.base import MODALITIES, Modality, PredictionInputs
-from sft_keras.modalities import image, text  # noqa: F401  (registers both)
+from sft_keras.modalities import image, retrieval, text  # noqa: F401  (registers them)
 
 
 def get_modality(config):
     """Returns the `Modality` of a validated config, chosen by its backbone.
+
+    `task="retrieval"` (a text dual encoder) has a modality of its own.
 
     Args:
         config: a validated config.
@@ -34,6 +36,8 @@ def get_modality(config):
     """
     from sft_keras.backbones import get_backbone_spec
 
+    if config.task == "retrieval":
+        return MODALITIES.get("retrieval")(config)
     return MODALITIES.get(get_backbone_spec(config.model.backbone).modality)(config)
 
 

@@ -79,6 +79,13 @@ class Modality:
         checkpoint will replace."""
         raise NotImplementedError
 
+    def evaluate(self, model, dataset, examples, report_dir, training_log=None,
+                 split="validation"):
+        """Writes a report of this modality's own on `examples` (batched in `dataset`) to
+        `report_dir` and returns its metrics (`split` names them), or returns None (the
+        default) for the shared report (`sft_keras.evaluation.report.write_report`)."""
+        return None
+
     def export(self, model, export_dir, class_names, task, info=None, version=None,
                overwrite=False):
         """Writes `<export_dir>/<version>/`, a SavedModel taking raw inputs; returns its path."""

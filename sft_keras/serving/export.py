@@ -385,11 +385,13 @@ def _task_info(task_type, class_names):
 
 
 def write_export(archive, export_base, class_names, task, inputs, info, version=None,
-                 overwrite=False):
+                 overwrite=False, extra_files=None):
     """Writes `archive` to `<export_base>/<version>/` atomically, with `assets.extra/`.
 
     The SavedModel goes to a temporary folder beside the target and is renamed
     into place; an existing version is an `ExportError` unless `overwrite`.
+    `extra_files` (dict: file name -> a function writing that path) adds
+    files to `assets.extra/` before the rename.
 
     Returns:
         str. The path of the written version folder.
@@ -412,6 +414,8 @@ def write_export(archive, export_base, class_names, task, inputs, info, version=
             **info,
         }
         atomic_write_text(os.path.join(extra, EXPORT_INFO), json.dumps(export_info, indent=2))
+        for name, write in (extra_files or {}).items():
+            write(os.path.join(extra, name))
         os.chmod(tmp, default_mode(directory=True))  # mkdtemp made it private (0700).
         if os.path.exists(final):  # overwrite=True: move the old one aside first.
             old = tempfile.mkdtemp(prefix=f".old-{version}-", dir=export_base)

@@ -17,8 +17,9 @@ base (its highest version is used). Inputs:
   file with one text per line (blank lines skipped).
 
 Writes one JSON object per line to `--output` (or stdout):
-`{"input": ..., "label": ..., "probabilities": [...]}`, or
-`{"input": ..., "prediction": ...}` for regression. A progress bar goes to
+`{"input": ..., "label": ..., "probabilities": [...]}`,
+`{"input": ..., "prediction": ...}` for regression, or
+`{"input": ..., "replies": [...], "scores": [...]}` for a retrieval chatbot. A progress bar goes to
 stderr for more than one batch.
 """
 
@@ -110,8 +111,9 @@ def predict_file(model_path, input_path, batch_size=32, text_column=None, progre
 
     Yields:
         dict: `input` (path or text; a list for pairs), then `label` and
-        `probabilities`, `prediction` for regression, or `labels` (a list)
-        and `probabilities` for multilabel.
+        `probabilities`, `prediction` for regression, `labels` (a list)
+        and `probabilities` for multilabel, or `replies` and `scores` (lists,
+        best first) for retrieval.
     """
     import tensorflow as tf
 
@@ -141,6 +143,9 @@ def predict_file(model_path, input_path, batch_size=32, text_column=None, progre
             record = {"input": item}
             if "prediction" in outputs:
                 record["prediction"] = float(outputs["prediction"][i])
+            elif "replies" in outputs:  # Retrieval: the best replies of the bank, best first.
+                record["replies"] = [r.decode("utf-8") for r in outputs["replies"][i]]
+                record["scores"] = [round(float(s), 6) for s in outputs["scores"][i]]
             elif "labels" in outputs:  # Multilabel: every label over its threshold.
                 joined = outputs["labels"][i].decode("utf-8")
                 record["labels"] = joined.split(info["label_separator"]) if joined else []

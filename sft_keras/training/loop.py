@@ -213,7 +213,7 @@ def _run(config, run_dir, strategy, overwrite=False, callbacks=(), sigterm=None)
                         data.class_names)
 
     # === Evaluate ===
-    task, metrics = _evaluate(model, config, run_dir, validation_ds, data, strategy)
+    task, metrics = _evaluate(model, config, run_dir, validation_ds, data, strategy, modality)
 
     # === Export ===
     chief_exports = config.export.enabled and distribute.is_chief(strategy)
@@ -384,9 +384,14 @@ def _best_model(model, config, checkpoint, resumed, strategy, modality, class_na
     return patches.weighted_test_step(local)
 
 
-def _evaluate(model, config, run_dir, validation_ds, data, strategy):
+def _evaluate(model, config, run_dir, validation_ds, data, strategy, modality):
     """Writes the validation report (`run_dir.report`); returns the task served and the metrics."""
     task = task_from_config(config, data.class_names)
+    own = modality.evaluate(model, validation_ds, data.validation, run_dir.report,
+                            run_dir.training_log)  # e.g. retrieval's.
+    if own is not None:
+        run_dir.publish_summary()
+        return task, own
     threshold = config.train.multilabel_threshold
     if config.task == "multilabel":
         scope = (contextlib.nullcontext() if distribute.is_multi_worker(strategy)
