@@ -86,6 +86,17 @@ def get_default_config():
     c.data.topics = ("ai", "coding", "emotion", "literature", "psychology", "trivia")
     c.data.cache = True  # Cache decoded images in memory after the first epoch.
     c.data.shuffle_buffer = 2048  # Examples in the shuffle buffer of the training data.
+    # Text training batches are cut to the smallest of these lengths (capped at
+    # sequence_length, always one of them) that holds their longest example:
+    # short texts stop paying for padding, and the model sees a handful of shapes
+    # (what XLA compiles). The padding mask keeps the results the same; validation,
+    # evaluation and export keep sequence_length. () pads every batch to
+    # sequence_length (off).
+    c.data.length_buckets = (16, 32, 64, 128, 256, 512)
+    # With length_buckets: each epoch's shuffled examples are sorted by length
+    # within windows of this many batches (then the batches are shuffled again),
+    # so a batch holds texts of similar length. 1: no sorting.
+    c.data.length_sort_window = 32
     c.data.augment = config_dict.ConfigDict()
     c.data.augment.flip = "none"  # One of FLIP_MODES.
     c.data.augment.rotation = 0.0  # Max rotation, as a fraction of a full turn.

@@ -215,8 +215,9 @@ def build_text_model(config, backbone, num_classes):
         apply_freeze_config(backbone, config.model.freeze)
     head = config.model.head
     freeze_unused_pooler(backbone, head.pooling)
-    length = config.data.sequence_length
-    inputs = {name: keras.Input((length,), dtype="int32", name=name) for name in TEXT_INPUTS}
+    # Any length up to data.sequence_length: training batches are cut to their
+    # length bucket (sft_keras.data.pipeline.length_sorted_batches).
+    inputs = {name: keras.Input((None,), dtype="int32", name=name) for name in TEXT_INPUTS}
     encoded = backbone(inputs)
     if head.pooling == "cls":
         x = encoded["pooled_output"]

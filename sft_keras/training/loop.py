@@ -244,6 +244,8 @@ def _fit(model, config, run_dir, strategy, train_examples, num_train, validation
             epoch_shuffled_batches(
                 train_examples, config.train.batch_size, first, end, seed=config.seed,
                 shuffle_buffer=config.data.shuffle_buffer, drop_remainder=multi_replica,
+                length_buckets=config.data.length_buckets,  # Text only; images ignore it.
+                sort_window=config.data.length_sort_window,
             ),
             validation_data=validation_ds,
             initial_epoch=first,
