@@ -45,7 +45,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from benchmarks.common import REPO_ROOT, smoke_requested, tiny_vocabulary  # noqa: E402
 
 VARIANTS = ("sft_padded", "sft_bucketed", "keras_hub", "hf_trainer")
-SST2_DIR = os.path.join(REPO_ROOT, "..", "shared", "data", "sst2")
+# ../shared beside the checkout (or beside the folder of git worktrees).
+SST2_DIR = next((d for d in (os.path.join(REPO_ROOT, *[".."] * up, "shared", "data", "sst2")
+                             for up in (1, 2)) if os.path.isdir(d)),
+                os.path.join(REPO_ROOT, "..", "shared", "data", "sst2"))
 RESULT = "RESULT "  # Prefix of the line a variant's process prints its result on.
 
 

@@ -214,12 +214,20 @@ def get_default_config():
     # sft_keras/training/distribute.py; train.batch_size is the global batch.
     c.runtime.strategy = "default"
     c.runtime.tpu = ""  # strategy='tpu': TPU name or grpc:// address; "" auto-detects.
-    # 'float32', 'mixed_bfloat16' (TPU, Ampere+ GPUs) or 'mixed_float16' (older
-    # GPUs; Keras adds dynamic loss scaling). The output layer stays float32.
-    c.runtime.precision = "float32"
-    # XLA for the train/eval steps: 'auto' (Keras's default: on with a GPU when
-    # every layer supports it), 'true' or 'false'.
+    # 'auto' (float32 on CPU; mixed_bfloat16 on TPUs and GPUs of compute
+    # capability 8.0+ (Ampere, Hopper); mixed_float16 on 7.x (Volta, Turing);
+    # float32 below), 'float32', 'mixed_bfloat16' or 'mixed_float16' (Keras adds
+    # dynamic loss scaling). The output layer stays float32. The run prints what
+    # it chose ("Runtime: ...").
+    c.runtime.precision = "auto"
+    # XLA for the train/eval steps: 'auto' (on with a GPU, also under
+    # tf.distribute, where Keras's own 'auto' turns it off; off on CPU; Keras
+    # falls back for a model with a layer XLA cannot compile), 'true' or 'false'.
     c.runtime.jit_compile = "auto"
+    # Training steps per tf.function call (callbacks see every Nth batch). 0:
+    # auto: 8 for a model under 30M parameters on a GPU or TPU (short steps,
+    # where launch overhead shows), else 1.
+    c.runtime.steps_per_execution = 0
 
     # === Export ===
     c.export = config_dict.ConfigDict()
@@ -501,7 +509,7 @@ def _check_runtime(r):
     if not isinstance(r.tpu, str):
         _fail("runtime.tpu", r.tpu, "must be a TPU name or address (a string)")
     _one_of("runtime.precision", r.precision, distribute.PRECISIONS)
-    distribute.jit_compile_arg(r)
+    distribute.resolve_runtime(r.jit_compile, r.precision, r.steps_per_execution)  # Checks.
 
 
 def _check_lora(m, modality):

@@ -168,6 +168,7 @@ def _run(config, run_dir, strategy, overwrite=False, callbacks=()):
         compile_for_task(model, config, data.class_names, optimizer, weighted=multi_replica)
     if multi_replica:
         patches.weighted_test_step(model)  # val_loss ignores the zero-weight padding.
+    print(distribute.runtime_summary(model, strategy), flush=True)  # What "auto" chose.
     distribute.prepare_for_multi_worker_fit(model, strategy)
     if not config.train.stages:
         print(freezing.trainable_summary(model), flush=True)
