@@ -304,7 +304,8 @@ def main(argv=None):
                   "accelerate (benchmark-only; see benchmarks/README.md).", flush=True)
             continue
         rows.append((name, run_in_subprocess(name, args, forwarded)))
-        print(f"{name}: done in {rows[-1][1]['total_s']:.0f} s", flush=True)
+        print(f"{name}: done in {rows[-1][1]['total_s']:.0f} s: {json.dumps(rows[-1][1])}",
+              flush=True)
     header, body, markdown = table(rows, args)
     print(markdown)
     if args.output:
