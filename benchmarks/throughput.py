@@ -223,7 +223,9 @@ def main(argv):
     drop_remainder = replicas > 1
 
     # Data, as the training loop reads it: the modality's dataset, unbatched, then shuffled
-    # and batched per epoch (`epoch_shuffled_batches`).
+    # and batched per epoch (`epoch_shuffled_batches`). Text stays padded to
+    # data.sequence_length (no data.length_buckets): the same tensors as `hand`, and what the
+    # FLOPs estimate assumes; benchmarks/side_by_side.py measures length buckets.
     modality = get_modality(config)
     data = modality.load_data()
     batch_size = config.train.batch_size

@@ -97,6 +97,17 @@ def get_default_config():
     c.data.context_turns = 1
     c.data.cache = True  # Cache decoded images in memory after the first epoch.
     c.data.shuffle_buffer = 2048  # Examples in the shuffle buffer of the training data.
+    # Text training batches are cut to the smallest of these lengths (capped at
+    # sequence_length, always one of them) that holds their longest example:
+    # short texts stop paying for padding, and the model sees a handful of shapes
+    # (what XLA compiles). The padding mask keeps the results the same; validation,
+    # evaluation and export keep sequence_length. () pads every batch to
+    # sequence_length (off).
+    c.data.length_buckets = (16, 32, 64, 128, 256, 512)
+    # With length_buckets: each epoch's shuffled examples are sorted by length
+    # within windows of this many batches (then the batches are shuffled again),
+    # so a batch holds texts of similar length. 1: no sorting.
+    c.data.length_sort_window = 32
     c.data.augment = config_dict.ConfigDict()
     c.data.augment.flip = "none"  # One of FLIP_MODES.
     c.data.augment.rotation = 0.0  # Max rotation, as a fraction of a full turn.
@@ -227,16 +238,24 @@ def get_default_config():
     # sft_keras/training/distribute.py; train.batch_size is the global batch.
     c.runtime.strategy = "default"
     c.runtime.tpu = ""  # strategy='tpu': TPU name or grpc:// address; "" auto-detects.
-    # 'float32', 'mixed_bfloat16' (TPU, Ampere+ GPUs) or 'mixed_float16' (older
-    # GPUs; Keras adds dynamic loss scaling). The output layer stays float32.
-    c.runtime.precision = "float32"
-    # XLA for the train/eval steps: 'auto' (Keras's default: on with a GPU when
-    # every layer supports it), 'true' or 'false'.
+    # 'auto' (float32 on CPU; mixed_bfloat16 on TPUs and GPUs of compute
+    # capability 8.0+ (Ampere, Hopper); mixed_float16 on 7.x (Volta, Turing);
+    # float32 below), 'float32', 'mixed_bfloat16' or 'mixed_float16' (Keras adds
+    # dynamic loss scaling). The output layer stays float32. The run prints what
+    # it chose ("Runtime: ...").
+    c.runtime.precision = "auto"
+    # XLA for the train/eval steps: 'auto' (on with a GPU, also under
+    # tf.distribute, where Keras's own 'auto' turns it off; off on CPU; Keras
+    # falls back for a model with a layer XLA cannot compile), 'true' or 'false'.
     c.runtime.jit_compile = "auto"
     # multi_worker_mirrored: a collective (gradient all-reduce) waiting longer
     # than this many seconds for a peer stops the run with a TrainingError
     # saying a worker died or hangs, instead of waiting forever; 0: no limit.
     c.runtime.collective_timeout_s = 600.0
+    # Training steps per tf.function call (callbacks see every Nth batch). 0:
+    # auto: 8 for a model under 30M parameters on a GPU or TPU (short steps,
+    # where launch overhead shows), else 1.
+    c.runtime.steps_per_execution = 0
 
     # === Export ===
     c.export = config_dict.ConfigDict()
@@ -562,8 +581,8 @@ def _check_runtime(r):
     if not isinstance(r.tpu, str):
         _fail("runtime.tpu", r.tpu, "must be a TPU name or address (a string)")
     _one_of("runtime.precision", r.precision, distribute.PRECISIONS)
-    distribute.jit_compile_arg(r)
     _non_negative("runtime.collective_timeout_s", r.collective_timeout_s, " (0: no limit)")
+    distribute.resolve_runtime(r.jit_compile, r.precision, r.steps_per_execution)  # Checks.
 
 
 def _check_lora(m, modality):

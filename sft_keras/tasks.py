@@ -507,7 +507,7 @@ def compile_for_task(model, config, class_names=None, optimizer=None, tuned=None
     >>> type(model.loss).__name__, model.loss.label_smoothing
     ('SparseCategoricalCrossentropyWithSmoothing', 0.1)
     """
-    from sft_keras.training.distribute import jit_compile_arg
+    from sft_keras.training.distribute import jit_compile_arg, steps_per_execution_arg
 
     task = task_from_config(config, class_names, tuned=tuned)
     metrics = task.metrics()
@@ -517,5 +517,6 @@ def compile_for_task(model, config, class_names=None, optimizer=None, tuned=None
         metrics=None if weighted else metrics,
         weighted_metrics=metrics if weighted else None,
         jit_compile=jit_compile_arg(config.runtime),
+        steps_per_execution=steps_per_execution_arg(config.runtime, model),
     )
     return task

@@ -59,6 +59,15 @@ SCRIPTS = {
          r"^\s+bank\s+reply ms\s+search ms$",
          *(rf"^\s+{b}\s+{NUMBER}\s+{NUMBER}$" for b in ("100", "1,000"))],
     ),
+    "side_by_side": (  # Torch and transformers are benchmark-only: CI skips that column.
+        ["python", "benchmarks/side_by_side.py", "--smoke"], {},
+        [r"^SST-2 budget run \(smoke: tiny BERT, generated data\): first 64 training sentences",
+         r"^hf_trainer: skipped: .* cannot import torch, transformers and accelerate"
+         r"|^hf_trainer: done in",
+         r"^\| variant \| train s \| train examples/s \| dev accuracy \| total s \|",
+         *(rf"^\| {v} \| {NUMBER} \| {NUMBER} \| {NUMBER} \| {NUMBER} \| {NUMBER}/{NUMBER} \|$"
+           for v in ("sft_padded", "sft_bucketed", "keras_hub"))],
+    ),
     "quickstart_linear_probe": (  # Smoke mode from the environment, as the notebooks get it.
         ["python", "benchmarks/quickstart_linear_probe.py"], {"SFT_SMOKE": "1"},
         [r"^train=64 validation=\d+ classes=\[.*'ai'.*\]$",

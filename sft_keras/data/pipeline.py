@@ -145,7 +145,8 @@ def make_text_dataset(examples, preprocessor, batch_size, task="classification",
 
 
 def epoch_shuffled_batches(examples_ds, batch_size, first_epoch, last_epoch, seed=0,
-                           shuffle_buffer=2048, drop_remainder=False):
+                           shuffle_buffer=2048, drop_remainder=False, length_buckets=(),
+                           sort_window=32):
     """Returns one stream of the training batches of epochs `first_epoch..last_epoch-1`.
 
     Epoch `e` is `examples_ds` shuffled with seed `seed + e`, then batched,
@@ -165,6 +166,13 @@ def epoch_shuffled_batches(examples_ds, batch_size, first_epoch, last_epoch, see
         drop_remainder: bool. Drop each epoch's last, partial batch (what a
             multi-replica strategy needs: a short batch can leave a replica
             with no example); then `steps_per_epoch=n // batch_size`.
+        length_buckets: sequence of int. Text examples only (a features dict
+            with a `padding_mask`; otherwise ignored): each batch is cut to
+            the smallest of these lengths (capped at the padded length, which
+            is always one) that holds its longest example, and each epoch's
+            shuffled examples are sorted by length within windows of
+            `sort_window` batches (`length_sorted_batches`). Empty: off.
+        sort_window: int. Batches per length-sorting window (1: no sorting).
 
     Example:
 
@@ -178,7 +186,12 @@ def epoch_shuffled_batches(examples_ds, batch_size, first_epoch, last_epoch, see
     def one_epoch(epoch):  # A Python int seed: tf.data rejects some tensor seeds.
         shuffled = examples_ds.shuffle(shuffle_buffer, seed=seed + epoch,
                                        reshuffle_each_iteration=False)
+        if bucketed:
+            return length_sorted_batches(shuffled, batch_size, length_buckets, sort_window,
+                                         seed=seed + epoch, drop_remainder=drop_remainder)
         return shuffled.batch(batch_size, drop_remainder=drop_remainder)
+
+    bucketed = bool(length_buckets) and _padding_mask_spec(examples_ds.element_spec) is not None
 
     stream = one_epoch(first_epoch)
     for epoch in range(first_epoch + 1, last_epoch):
@@ -186,6 +199,97 @@ def epoch_shuffled_batches(examples_ds, batch_size, first_epoch, last_epoch, see
     options = tf.data.Options()  # As in _finish: in-memory examples shard by element.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return stream.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _padding_mask_spec(element_spec):
+    """The `padding_mask` spec of a `(features dict, ...)` text example, else None."""
+    features = element_spec[0] if isinstance(element_spec, tuple) else element_spec
+    if isinstance(features, dict) and "padding_mask" in features:
+        return features["padding_mask"]
+    return None
+
+
+def _lengths(padding_mask):
+    """Real length of each row: one past its last unmasked position (right padding)."""
+    mask = tf.cast(padding_mask, tf.bool)
+    positions = tf.range(1, tf.shape(mask)[-1] + 1)
+    return tf.reduce_max(tf.where(mask, positions, tf.zeros_like(positions)), axis=-1)
+
+
+def bucket_boundaries(length_buckets, sequence_length):
+    """The padded lengths text batches are cut to: `length_buckets` below `sequence_length`,
+    then `sequence_length`.
+
+    Args:
+        length_buckets: sequence of int (`data.length_buckets`).
+        sequence_length: int. The length examples are padded to.
+
+    Example:
+
+    >>> bucket_boundaries((16, 32, 64, 128), 64)
+    [16, 32, 64]
+    >>> bucket_boundaries((), 64)
+    [64]
+    """
+    return sorted({int(b) for b in length_buckets if 0 < int(b) < sequence_length}
+                  | {int(sequence_length)})
+
+
+def length_sorted_batches(examples_ds, batch_size, length_buckets, sort_window=32, seed=0,
+                          drop_remainder=False):
+    """Batches text examples of similar length, each cut to one of a few padded lengths.
+
+    The examples (in the order given: shuffle them first) are taken in
+    windows of `sort_window * batch_size`, sorted by real length within a
+    window (stable, so ties keep their order) and batched; the batches are
+    shuffled (seeded) among nearby windows, and every batch is cut to the
+    smallest bucket boundary (`bucket_boundaries`) that holds its longest
+    example. Only padding is cut, so with the padding mask a model's
+    predictions do not change; the model sees a handful of shapes (what XLA
+    compiles), and short texts cost short-sequence compute. Every window but
+    the last is a whole number of batches, so the batch count is that of
+    `examples_ds.batch(batch_size, drop_remainder)`: `steps_per_epoch` holds.
+
+    Args:
+        examples_ds: unbatched `tf.data.Dataset` of `(features, labels)`
+            whose `features` dict has a `padding_mask` and, like every other
+            `[sequence_length]` feature (`token_ids`, `segment_ids`...), is
+            padded on the right.
+        batch_size: int. Global batch size.
+        length_buckets: sequence of int. Padded lengths (`data.length_buckets`).
+        sort_window: int. Batches per sorting window (1: no sorting).
+        seed: int. Seed of the batch shuffle.
+        drop_remainder: bool. Drop the last, partial batch.
+
+    Example:
+
+    >>> mask = [[1, 1, 1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0, 0, 0]]
+    >>> ds = tf.data.Dataset.from_tensor_slices(({"padding_mask": mask}, [0, 1, 2]))
+    >>> batches = length_sorted_batches(ds, 2, length_buckets=(2, 4))
+    >>> sorted((x["padding_mask"].shape[1], y.numpy().tolist()) for x, y in batches)
+    [(4, [1, 2]), (8, [0])]
+    """
+    sequence_length = _padding_mask_spec(examples_ds.element_spec).shape[-1]
+    boundaries = tf.constant(bucket_boundaries(length_buckets, sequence_length), tf.int32)
+
+    def sort_by_length(*window):
+        order = tf.argsort(_lengths(window[0]["padding_mask"]), stable=True)
+        return tf.nest.map_structure(lambda t: tf.gather(t, order), window)
+
+    def cut(*batch):
+        longest = tf.reduce_max(_lengths(batch[0]["padding_mask"]))
+        bound = tf.reduce_min(tf.where(boundaries >= longest, boundaries, sequence_length))
+        features = {name: value[:, :bound] if value.shape.rank == 2
+                    and value.shape[-1] == sequence_length else value
+                    for name, value in batch[0].items()}
+        return (features,) + batch[1:]
+
+    window = max(1, int(sort_window))
+    batches = (examples_ds.batch(window * batch_size).map(sort_by_length).unbatch()
+               .batch(batch_size, drop_remainder=drop_remainder))
+    if window > 1:
+        batches = batches.shuffle(window, seed=seed, reshuffle_each_iteration=False)
+    return batches.map(cut)
 
 
 def steps_per_epoch(num_examples, batch_size, num_replicas=1):

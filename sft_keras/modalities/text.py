@@ -48,6 +48,13 @@ class TextModality(Modality):
             _fail("data.validation_text_columns", d.validation_text_columns,
                   f"must name as many columns as data.text_columns={tuple(columns)}")
         _int_at_least("data.sequence_length", d.sequence_length, 4)
+        buckets = d.length_buckets
+        if isinstance(buckets, (str, int)) or not all(
+            isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in buckets
+        ):
+            _fail("data.length_buckets", buckets,
+                  "must be a tuple of positive token counts, e.g. (16, 32, 64, 128), or () for off")
+        _int_at_least("data.length_sort_window", d.length_sort_window, 1)
 
     @classmethod
     def check_model_config(cls, m, check_files):

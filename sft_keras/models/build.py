@@ -220,8 +220,9 @@ def build_text_model(config, backbone, num_classes):
         apply_freeze_config(backbone, config.model.freeze)
     head = config.model.head
     freeze_unused_pooler(backbone, head.pooling)
-    length = config.data.sequence_length
-    inputs = {name: keras.Input((length,), dtype="int32", name=name) for name in backbone.input}
+    # Any length up to data.sequence_length: training batches are cut to their
+    # length bucket (sft_keras.data.pipeline.length_sorted_batches).
+    inputs = {name: keras.Input((None,), dtype="int32", name=name) for name in backbone.input}
     encoded = backbone(inputs)
     # BERT and ELECTRA return {sequence_output, pooled_output}; the others the sequence alone.
     sequence = encoded["sequence_output"] if isinstance(encoded, dict) else encoded

@@ -148,11 +148,17 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch != self.epoch:
             self.epoch, self.step = epoch, 0
+        self._offset = self.step  # Batches a resumed epoch skipped (fit counts from 0).
 
     def on_train_batch_end(self, batch, logs=None):
+        # `batch` is the last step of the call: with runtime.steps_per_execution > 1,
+        # one call trains several batches, so the position comes from it, not a count.
         logs = logs or {}
-        self.step += 1
-        if (self.every_steps and self.step % self.every_steps == 0
+        before = self.step
+        self.step = getattr(self, "_offset", 0) + batch + 1
+        if self.steps_per_epoch:
+            self.step = min(self.step, self.steps_per_epoch)
+        if (self.every_steps and self.step // self.every_steps > before // self.every_steps
                 and (self.steps_per_epoch is None or self.step < self.steps_per_epoch)):
             self.commit_step(logs)
 

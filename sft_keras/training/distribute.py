@@ -7,6 +7,7 @@ per-replica batch the same when adding devices by scaling `batch_size` (and
 usually the learning rate) with the number of replicas.
 """
 
+import collections
 import contextlib
 import json
 import os
@@ -21,8 +22,16 @@ from sft_keras import patches
 from sft_keras.errors import ConfigError
 from sft_keras.registry import Registry
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 JIT_COMPILE = ("auto", "true", "false")
+# Models with fewer parameters than this run several steps per tf.function
+# call on an accelerator (runtime.steps_per_execution=0): their steps are
+# short enough that the per-step launch overhead shows.
+SMALL_MODEL_PARAMS = 30_000_000
+SMALL_MODEL_STEPS_PER_EXECUTION = 8
+
+RuntimeSettings = collections.namedtuple(
+    "RuntimeSettings", ["jit_compile", "precision", "steps_per_execution", "reason"])
 
 
 def _one_device(runtime_config=None):
@@ -135,31 +144,184 @@ def get_strategy(runtime_config):
     return STRATEGIES.get(runtime_config.strategy)(runtime_config)
 
 
-def jit_compile_arg(runtime_config):
+def local_devices():
+    """This process's accelerators as plain dicts, what `resolve_runtime` reads.
+
+    Each GPU is `{"device_type": "GPU", "compute_capability": (major, minor),
+    "name": ...}` (from `tf.config.experimental.get_device_details`); each
+    TPU core (visible once a TPU strategy is made) `{"device_type": "TPU"}`.
+    A CPU-only machine gives `[]`.
+    """
+    devices = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        devices.append({"device_type": "GPU", "name": details.get("device_name", gpu.name),
+                        "compute_capability": details.get("compute_capability")})
+    devices += [{"device_type": "TPU", "name": d.name}
+                for d in tf.config.list_logical_devices("TPU")]
+    return devices
+
+
+def resolve_runtime(jit_compile="auto", precision="auto", steps_per_execution=0, devices=(),
+                    num_params=None):
+    """Decides XLA, mixed precision and steps per execution for the devices at hand.
+
+    A pure function of its arguments (tests pass fake device descriptions).
+    Explicit values are kept; `"auto"` (and `steps_per_execution=0`) become:
+
+    - no accelerator (CPU): XLA off, float32, 1 step per execution: what
+      Keras's own `"auto"` does there.
+    - GPUs: XLA on, also under a `tf.distribute` strategy (Keras's own
+      `"auto"` turns it off under any strategy, the path sft_keras takes for
+      GPUs; Keras still falls back, with a warning, for a model with a layer
+      XLA cannot compile). Precision by the oldest GPU's compute capability:
+      `mixed_bfloat16` from 8.0 (Ampere, Hopper...), `mixed_float16` from 7.0
+      (Volta, Turing: fast float16 only, Keras adds loss scaling), float32
+      below (no tensor cores).
+    - TPUs: `mixed_bfloat16`; `jit_compile` False (a TPU strategy compiles
+      every step with XLA anyway).
+    - on GPUs and TPUs, `SMALL_MODEL_STEPS_PER_EXECUTION` steps per
+      `tf.function` call for a model under `SMALL_MODEL_PARAMS` parameters
+      (`num_params`; unknown: 1), whose steps are short enough for the
+      per-step launch overhead to show. Callbacks then see every Nth batch.
+
+    Args:
+        jit_compile: `runtime.jit_compile` (`"auto"`, `"true"`, `"false"`).
+        precision: `runtime.precision` (`"auto"` or one of `PRECISIONS`).
+        steps_per_execution: int. `runtime.steps_per_execution` (0: auto).
+        devices: list of dicts, as `local_devices()` returns.
+        num_params: int or None. The model's parameter count.
+
+    Returns:
+        `RuntimeSettings(jit_compile, precision, steps_per_execution, reason)`:
+        `jit_compile` a bool, `precision` a Keras dtype policy name,
+        `reason` a short sentence on what the choice was based on.
+
+    Example:
+
+    >>> resolve_runtime(devices=[])[:3]
+    (False, 'float32', 1)
+    >>> a100 = {"device_type": "GPU", "compute_capability": (8, 0)}
+    >>> resolve_runtime(devices=[a100, a100], num_params=22_000_000)[:3]
+    (True, 'mixed_bfloat16', 8)
+    >>> t4 = {"device_type": "GPU", "compute_capability": (7, 5)}
+    >>> resolve_runtime("false", devices=[t4], num_params=110_000_000)[:3]
+    (False, 'mixed_float16', 1)
+    """
+    jit_value = str(jit_compile).lower()
+    if jit_value not in JIT_COMPILE:
+        raise ConfigError(
+            "runtime.jit_compile must be one of 'auto', 'true', 'false'. "
+            f"Received: runtime.jit_compile={jit_compile!r}"
+        )
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            "runtime.precision must be one of " + ", ".join(repr(p) for p in PRECISIONS)
+            + f". Received: runtime.precision={precision!r}"
+        )
+    if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, int) or (
+            steps_per_execution < 0):
+        raise ConfigError(
+            "runtime.steps_per_execution must be an integer >= 0 (0: auto). "
+            f"Received: runtime.steps_per_execution={steps_per_execution!r}"
+        )
+    kinds = {d.get("device_type") for d in devices}
+    gpus = [d for d in devices if d.get("device_type") == "GPU"]
+    if "TPU" in kinds:
+        reason, auto_jit, auto_precision = "TPU", False, "mixed_bfloat16"
+    elif gpus:
+        capabilities = [tuple(d.get("compute_capability") or (0, 0)) for d in gpus]
+        oldest = min(capabilities)
+        reason = f"{len(gpus)} GPU(s), compute capability {oldest[0]}.{oldest[1]}"
+        auto_jit = True
+        auto_precision = ("mixed_bfloat16" if oldest >= (8, 0) else
+                          "mixed_float16" if oldest >= (7, 0) else "float32")
+    else:
+        reason, auto_jit, auto_precision = "no GPU or TPU", False, "float32"
+    small = num_params is not None and num_params < SMALL_MODEL_PARAMS
+    auto_steps = SMALL_MODEL_STEPS_PER_EXECUTION if (kinds & {"GPU", "TPU"}) and small else 1
+    return RuntimeSettings(
+        jit_compile={"auto": auto_jit, "true": True, "false": False}[jit_value],
+        precision=auto_precision if precision == "auto" else precision,
+        steps_per_execution=steps_per_execution or auto_steps,
+        reason=reason,
+    )
+
+
+def jit_compile_arg(runtime_config, devices=None):
     """Returns `model.compile`'s `jit_compile` argument for `runtime.jit_compile`.
 
     Args:
         runtime_config: the `runtime` part of a config; `jit_compile` is
-            `"auto"` (Keras's default: XLA where every layer supports it and
-            a GPU is present), `"true"` or `"false"` (any case).
+            `"auto"` (XLA with a GPU, also under tf.distribute; see
+            `resolve_runtime`), `"true"` or `"false"` (any case).
+        devices: list of dicts or None (default: `local_devices()`).
 
     Example:
 
     >>> from sft_keras.config import get_default_config
     >>> runtime = get_default_config().runtime
-    >>> jit_compile_arg(runtime)
-    'auto'
+    >>> jit_compile_arg(runtime, devices=[])
+    False
+    >>> jit_compile_arg(runtime, devices=[{"device_type": "GPU", "compute_capability": (9, 0)}])
+    True
     >>> runtime.jit_compile = "False"
     >>> jit_compile_arg(runtime)
     False
     """
-    value = str(runtime_config.jit_compile).lower()
-    if value not in JIT_COMPILE:
-        raise ConfigError(
-            "runtime.jit_compile must be one of 'auto', 'true', 'false'. "
-            f"Received: runtime.jit_compile={runtime_config.jit_compile!r}"
-        )
-    return {"auto": "auto", "true": True, "false": False}[value]
+    return resolve_runtime(runtime_config.jit_compile, "float32",
+                           devices=local_devices() if devices is None else devices).jit_compile
+
+
+def steps_per_execution_arg(runtime_config, model, devices=None):
+    """Returns `model.compile`'s `steps_per_execution` for `runtime.steps_per_execution`.
+
+    0 (auto): several steps per call for a small model on a GPU or TPU, else
+    1 (see `resolve_runtime`).
+
+    Example:
+
+    >>> from sft_keras.config import get_default_config
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> steps_per_execution_arg(get_default_config().runtime, model, devices=[])
+    1
+    """
+    return resolve_runtime(
+        "auto", "float32", runtime_config.steps_per_execution,
+        devices=local_devices() if devices is None else devices, num_params=model.count_params(),
+    ).steps_per_execution
+
+
+def resolved_precision(precision, devices=None):
+    """`runtime.precision` with `"auto"` resolved for `devices` (default: `local_devices()`).
+
+    Example:
+
+    >>> resolved_precision("auto", devices=[])
+    'float32'
+    >>> resolved_precision("mixed_float16")
+    'mixed_float16'
+    """
+    if precision != "auto":
+        return resolve_runtime("auto", precision, devices=[]).precision
+    return resolve_runtime(precision=precision,
+                           devices=local_devices() if devices is None else devices).precision
+
+
+def runtime_summary(model, strategy):
+    """One line: the XLA, precision and steps-per-execution settings a compiled model runs with.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile(loss="mse", jit_compile=False)
+    >>> runtime_summary(model, tf.distribute.get_strategy())
+    'Runtime: 1 replica(s), no GPU or TPU: jit_compile=False, precision=float32, steps_per_execution=1.'
+    """
+    reason = resolve_runtime(devices=local_devices()).reason
+    return (f"Runtime: {strategy.num_replicas_in_sync} replica(s), {reason}: "
+            f"jit_compile={bool(model.jit_compile)}, precision={model.dtype_policy.name}, "
+            f"steps_per_execution={model.steps_per_execution}.")
 
 
 @contextlib.contextmanager
@@ -173,7 +335,8 @@ def precision_policy(precision):
     compute their output layer in float32.
 
     Args:
-        precision: str. One of `"float32"`, `"mixed_bfloat16"`, `"mixed_float16"`.
+        precision: str. One of `"auto"` (by the local devices: see
+            `resolve_runtime`), `"float32"`, `"mixed_bfloat16"`, `"mixed_float16"`.
 
     Example:
 
@@ -183,11 +346,7 @@ def precision_policy(precision):
     >>> keras.config.dtype_policy().name
     'float32'
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(
-            "runtime.precision must be one of " + ", ".join(repr(p) for p in PRECISIONS)
-            + f". Received: runtime.precision={precision!r}"
-        )
+    precision = resolved_precision(precision)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:

@@ -193,6 +193,7 @@ def _run(config, run_dir, strategy, overwrite=False, callbacks=(), sigterm=None)
         compile_for_task(model, config, data.class_names, optimizer, weighted=multi_replica)
     if multi_replica:
         patches.weighted_test_step(model)  # val_loss ignores the zero-weight padding.
+    print(distribute.runtime_summary(model, strategy), flush=True)  # What "auto" chose.
     distribute.prepare_for_multi_worker_fit(model, strategy)
     if not config.train.stages:
         print(freezing.trainable_summary(model), flush=True)
@@ -283,6 +284,8 @@ def _fit(model, config, run_dir, strategy, train_examples, num_train, validation
         batches = epoch_shuffled_batches(
             train_examples, config.train.batch_size, first, end, seed=config.seed,
             shuffle_buffer=config.data.shuffle_buffer, drop_remainder=multi_replica,
+            length_buckets=config.data.length_buckets,  # Text only; images ignore it.
+            sort_window=config.data.length_sort_window,
         )
         with distribute.collective_errors(strategy, config.runtime, run_dir.checkpoints):
             model.fit(

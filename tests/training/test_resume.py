@@ -233,3 +233,26 @@ def test_resume_inside_an_epoch_needs_the_same_steps_per_epoch(images, tmp_path)
     open(os.path.join(workdir, "checkpoints", "state.json"), "w").write(json.dumps(state))
     with pytest.raises(ConfigError, match=r"epoch 2, step 3 of 7 steps, but this run has 9"):
         train_and_evaluate(validate_config(_step_config(images)), workdir)
+
+
+@pytest.mark.parametrize("steps_per_execution, expected", [
+    (1, [(0, 3), (0, 6), (1, 3), (1, 6)]),
+    # One call trains 2 batches: the position follows the call's last batch, and a
+    # commit lands at the first call that crosses a multiple of every_steps.
+    (2, [(0, 4), (0, 6), (1, 4), (1, 6)]),
+])
+def test_step_commits_count_batches_with_steps_per_execution(tmp_path, steps_per_execution,
+                                                             expected):
+    import keras
+
+    from sft_keras.training.callbacks import AtomicCheckpoint
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse", steps_per_execution=steps_per_execution)
+    checkpoint = AtomicCheckpoint(str(tmp_path), monitor="loss", every_steps=3,
+                                  steps_per_epoch=8)
+    model.fit(np.ones((16, 2)), np.ones((16, 1)), batch_size=2, epochs=2, verbose=0,
+              callbacks=[checkpoint])
+    step_commits = [c for c in checkpoint.commits if c[1]]
+    assert step_commits == expected
+    assert checkpoint.commits[-1] == (2, 0)  # The epoch commits.
