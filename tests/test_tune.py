@@ -284,3 +284,39 @@ def test_two_processes_on_one_folder_share_trials_without_running_any_twice(tmp_
     assert sorted(r["status"] for r in _rows(tuned)) == ["done"] * 3
     for out in outputs:  # The one that ends first may see the other's last trial running.
         assert "Done: " in out and "Best: trial_" in out
+
+
+@pytest.mark.slow
+def test_search_killed_by_sigkill_resumes_the_trial_at_its_last_epoch(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    images = write_image_folder(str(tmp_path / "images"), per_class=40)
+    config_file = tmp_path / "tiny.py"
+    config_file.write_text(TINY_CONFIG_FILE.format(images=images))
+    tuned = str(tmp_path / "tune")
+    command = [sys.executable, "-m", "sft_keras.cli.tune", f"--config={config_file}",
+               f"--workdir={tuned}", f"--grid={GRID}", "--config.train.epochs=3"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CI="1",
+               PYTHONPATH=os.pathsep.join([REPO_ROOT, os.environ.get("PYTHONPATH", "")]))
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    state_path = os.path.join(tuned, "trial_1_learning_rate-0.003", "checkpoints", "state.json")
+    while process.poll() is None and not (
+            os.path.exists(state_path) and json.load(open(state_path))["last_epoch"] >= 1):
+        time.sleep(0.02)
+    assert process.poll() is None, "the search finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)  # No handler runs: the trial stays "running" in study.db.
+    process.wait()
+    committed = json.load(open(state_path))["last_epoch"]
+    assert committed < 3
+
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "(resuming trial 1)" in result.stdout
+    assert "=== trial_0_learning_rate-0.001: train" not in result.stdout  # Done: not rerun.
+    for epoch in range(1, committed + 1):  # Committed epochs are not trained again.
+        assert f"Epoch {epoch}/3" not in result.stdout
+    assert [r["status"] for r in _rows(tuned)] == ["done", "done"]
