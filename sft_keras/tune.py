@@ -254,7 +254,7 @@ def _categorical(key, values):
 _RANGE = re.compile(r"^(log|uniform|int)?\s*\((.*)\)$", re.S)
 
 
-def parse_space(spec, config):
+def parse_space(spec, config, source="--space"):
     """Parses one `--space` flag: a config key and a distribution to search.
 
     Args:
@@ -264,6 +264,8 @@ def parse_space(spec, config):
             type, e.g. `model.head.hidden_units=((),(64,))`). An int key
             draws ints (`train.batch_size=log(16,128)`).
         config: the base `ConfigDict`; gives the valid keys and their types.
+        source: str. Where `spec` came from, for errors: `--space` or
+            `tune.space`.
 
     Returns:
         A `Dimension` (`key`, `distribution`: an Optuna distribution).
@@ -284,12 +286,12 @@ def parse_space(spec, config):
     """
     from optuna.distributions import FloatDistribution, IntDistribution
 
-    flag = f"--space={spec!r}"
+    flag = f"{source}={spec!r}" if source == "--space" else f"{source} entry {spec!r}"
     key, sep, text = spec.partition("=")
     key, text = key.strip(), text.strip()
     match = _RANGE.match(text)
     if not sep or not match:
-        raise ConfigError("--space must look like key=log(a,b), key=(a..b) or "
+        raise ConfigError(f"{source} must look like key=log(a,b), key=(a..b) or "
                           f"key=(v1,v2,...). Received: {flag}")
     valid = _leaf_keys(config)
     if key not in valid:
@@ -301,39 +303,45 @@ def parse_space(spec, config):
         if texts and texts[-1] == "" and len(texts) > 1:
             texts = texts[:-1]  # "(v,)"
         if not all(texts):
-            raise ConfigError(f"--space has an empty choice for {key}. Received: {flag}")
-        values = [_parse_value(key, t, kind, nullable, flag="--space") for t in texts]
+            raise ConfigError(f"{source} has an empty choice for {key}. Received: {flag}")
+        values = [_parse_value(key, t, kind, nullable, flag=source) for t in texts]
         if len(set(map(repr, values))) != len(values):
-            raise ConfigError(f"--space repeats a value for {key}. Received: {flag}")
+            raise ConfigError(f"{source} repeats a value for {key}. Received: {flag}")
         return _categorical(key, values)
     bounds = inner.split("..") if form is None else _split_values(inner)
     try:
         low, high = (float(b) for b in bounds)
     except ValueError:
-        raise ConfigError(f"--space bounds for {key} must be two numbers. Received: {flag}") from None
+        raise ConfigError(f"{source} bounds for {key} must be two numbers. Received: {flag}") from None
     if kind not in (int, float):
-        raise ConfigError(f"--space ranges need a number key; {key} is a {kind.__name__}: give "
+        raise ConfigError(f"{source} ranges need a number key; {key} is a {kind.__name__}: give "
                           f"choices, key=(v1,v2). Received: {flag}")
     if not low < high or (form == "log" and low <= 0):
-        raise ConfigError(f"--space needs low < high{' and low > 0 for log' * (form == 'log')} "
+        raise ConfigError(f"{source} needs low < high{' and low > 0 for log' * (form == 'log')} "
                           f"for {key}. Received: {flag}")
     if kind is int or form == "int":
         if low != int(low) or high != int(high):
-            raise ConfigError(f"--space bounds for int key {key} must be ints. Received: {flag}")
+            raise ConfigError(f"{source} bounds for int key {key} must be ints. Received: {flag}")
         return Dimension(key, IntDistribution(int(low), int(high), log=form == "log"))
     return Dimension(key, FloatDistribution(low, high, log=form == "log"))
 
 
 def build_space(config, grids=(), spaces=()):
-    """The `Dimension`s of `--grid` (categorical) and `--space` flags, checked."""
+    """The `Dimension`s of `--grid` (categorical) and `--space` flags, then `tune.space`.
+
+    An entry of the config's `tune.space` is left out where a flag names its key.
+    """
     dims = [_categorical(*parse_grid(spec, config)) for spec in grids]
     dims += [parse_space(spec, config) for spec in spaces]
+    flagged = {d.key for d in dims}
+    from_config = [parse_space(spec, config, source="tune.space") for spec in config.tune.space]
+    dims += [d for d in from_config if d.key not in flagged]
     keys = [d.key for d in dims]
     if len(set(keys)) != len(keys):
         raise ConfigError(f"A key appears in two --grid/--space flags. Received keys: {keys}")
     if not dims:
-        raise ConfigError('Pass at least one --grid="key=v1,v2" or '
-                          '--space="key=log(a,b)" flag.')
+        raise ConfigError('Pass at least one --grid="key=v1,v2" or --space="key=log(a,b)" '
+                          "flag, or set tune.space in the config.")
     return dims
 
 

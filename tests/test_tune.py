@@ -114,6 +114,26 @@ def test_parse_space_distributions_and_errors():
             parse_space(spec, config)
 
 
+def test_space_from_the_config_and_flags_that_replace_its_entries():
+    from sft_keras.config import validate_config
+    from sft_keras.tune import build_space
+
+    config = get_default_config()
+    config.tune.space = ("train.learning_rate=log(1e-5,3e-4)", "model.head.dropout=(0.0..0.3)")
+    config = validate_config(config)
+    dims = build_space(config, spaces=["model.head.dropout=(0.1,0.2)"])
+    assert [(d.key, d.categorical) for d in dims] == [
+        ("model.head.dropout", True), ("train.learning_rate", False)]
+    config.tune.space = ("train.lr=log(1e-5,3e-4)",)
+    with pytest.raises(ConfigError, match=r"Unknown config key 'train.lr' in tune.space entry"):
+        build_space(config)
+    bad = get_default_config()
+    bad.tune.space = ("log(1e-5,3e-4)",)
+    with pytest.raises(ConfigError, match=r"tune.space must be a tuple of 'key=distribution' "
+                                          r"strings.*Received: tune.space=\('log"):
+        validate_config(bad)
+
+
 def test_grid_search_report_and_rerun(tiny_config, tmp_path):
     from sft_keras.config import validate_config
 
