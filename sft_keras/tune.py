@@ -616,7 +616,7 @@ def _write_importances(workdir, study):
     return importances
 
 
-def write_report(workdir, study, dims, metric_name, lower, config):
+def _write_report(workdir, study, dims, metric_name, lower, config):
     """Rewrites the search's leaderboard, best config, plot and importances; returns records."""
     records = _records(study, dims)
     _write_leaderboard(workdir, records, lower)
@@ -774,7 +774,7 @@ def run_tune(config, workdir, grids=(), metric=None, *, spaces=(), sampler="grid
         return float(metrics[metric_key])
 
     def after_trial(study_, frozen):
-        records = write_report(workdir, study_, dims, metric_name, lower, config)
+        records = _write_report(workdir, study_, dims, metric_name, lower, config)
         best = _best(records, lower)
         record = next((r for r in records if r["number"] == frozen.number), None)
         status = record["status"] if record else frozen.state.name.lower()
@@ -809,11 +809,11 @@ def run_tune(config, workdir, grids=(), metric=None, *, spaces=(), sampler="grid
                                callbacks=[after_trial])
             except Preempted:  # Committed; queued again, in its folder, for a rerun to resume.
                 _retry(study, study.trials[current["trial"]])
-                write_report(workdir, study, dims, metric_name, lower, config)
+                _write_report(workdir, study, dims, metric_name, lower, config)
                 raise
         finally:
             handle.close()
-    return write_report(workdir, study, dims, metric_name, lower, config)
+    return _write_report(workdir, study, dims, metric_name, lower, config)
 
 
 def _suggest(trial, dim):
