@@ -287,6 +287,14 @@ def get_default_config():
     # banks too large for the in-graph brute-force search (docs/chatbot.md).
     c.export.faiss_index = False
 
+    # === Tune (sft-tune only; sft-train ignores it) ===
+    c.tune = config_dict.ConfigDict()
+    # The search space when sft-tune gets no --space flag for a key: strings as the
+    # flag takes, 'train.learning_rate=log(1e-5,3e-4)' (log-uniform), 'key=(a..b)'
+    # (uniform) or 'key=(v1,v2,...)' (choices); a --space or --grid flag for the same
+    # key replaces the entry (docs/tuning.md).
+    c.tune.space = ()
+
     c.lock()
     return c
 
@@ -415,6 +423,9 @@ def _check_values(c, check_files=True):
     _positive_int("export.max_image_pixels", c.export.max_image_pixels)
     _check_export_formats(c.export, c.task)
     _positive_int("export.top_k", c.export.top_k)
+    if not all(isinstance(entry, str) and "=" in entry for entry in c.tune.space):
+        _fail("tune.space", c.tune.space, "must be a tuple of 'key=distribution' strings, e.g. "
+              "('train.learning_rate=log(1e-5,3e-4)',)")
 
 
 def _check_export_formats(e, task):

@@ -152,4 +152,4 @@ def test_sigterm_during_a_tune_trial_stops_the_search(tmp_path, monkeypatch):
     with pytest.raises(Preempted):  # Not recorded as a failed trial and on to the next one.
         run_tune(config, workdir, ["train.learning_rate=1e-3,3e-3"])
     rows = open(os.path.join(workdir, "trials.csv")).read()
-    assert "running" in rows and "failed" not in rows
+    assert "waiting" in rows and "failed" not in rows  # Queued again: a rerun resumes it.
