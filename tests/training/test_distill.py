@@ -106,3 +106,22 @@ def test_num_layers_is_checked_in_the_config():
 def test_kept_layers_span_the_encoder():
     assert kept_layers(6, 3) == [1, 3, 5]
     assert kept_layers(6, 6) == list(range(6))
+
+
+def test_image_student_reads_the_images_at_its_own_size(tmp_path):
+    """The teacher's predictions come through its own preprocessing (32x32 here, 40x40 the student)."""
+    from tests.helpers import train_image_run
+
+    workdir, images = train_image_run(str(tmp_path), epochs=1)
+    config = validate_config({
+        "data": {"source": "image_folder", "path": images, "validation_split": 0.25,
+                 "image_size": (40, 40)},
+        "model": {"backbone": "small_cnn", "distill_from": workdir},
+        "train": {"epochs": 2, "batch_size": 8, "early_stopping_patience": 0,
+                  "distill_alpha": 0.0},
+        "export": {"enabled": False},
+    })
+    student = str(tmp_path / "student")
+    metrics = train_and_evaluate(config, student)
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert load_run(student).model.input.shape[1:3] == (40, 40)
