@@ -125,3 +125,28 @@ def test_image_student_reads_the_images_at_its_own_size(tmp_path):
     metrics = train_and_evaluate(config, student)
     assert 0.0 <= metrics["accuracy"] <= 1.0
     assert load_run(student).model.input.shape[1:3] == (40, 40)
+
+
+def test_distillation_term_equals_keras_logits_distillation():
+    """With alpha=0 the loss is Keras's own LogitsDistillation (T^2-scaled KL) on the logits.
+
+    (Keras 3.15's default `loss="kl_divergence"` resolves to the function, not
+    `KLDivergence`, and then skips the softmax: the KL of the raw logits. The
+    instance takes the softmax path.)
+    """
+    import keras
+
+    from sft_keras.training.distill import DistillationLoss
+
+    rng = np.random.default_rng(0)
+    teacher_logits = rng.normal(size=(4, 3)).astype("float32")
+    student_logits = rng.normal(size=(4, 3)).astype("float32")
+    student_probs = keras.ops.convert_to_numpy(keras.ops.softmax(student_logits))
+    teacher_log_probs = keras.ops.convert_to_numpy(keras.ops.log_softmax(teacher_logits))
+    packed = np.c_[np.zeros((4, 1), "float32"), teacher_log_probs]
+    ours = DistillationLoss(keras.losses.SparseCategoricalCrossentropy(), 3,
+                            temperature=3.0, alpha=0.0)(packed, student_probs)
+    theirs = keras.distillation.LogitsDistillation(
+        temperature=3.0, loss=keras.losses.KLDivergence()).compute_loss(
+        teacher_logits, student_logits)
+    np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-4)
