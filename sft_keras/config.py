@@ -160,6 +160,16 @@ def get_default_config():
     # feedforward_{intermediate,output}_dense; BERT and ELECTRA also pooled_dense.
     # The default is the LoRA paper's: attention query and value.
     c.model.lora_targets = ("query", "value")
+    # Text encoders: keep only this many transformer layers (0: all of the
+    # preset's). The kept layers are evenly spaced and end at the top one (3 of
+    # 6: layers 1, 3, 5), initialised from the preset's weights, or from the
+    # teacher's fine-tuned encoder with distill_from.
+    c.model.num_layers = 0
+    # Knowledge distillation: the workdir of a finished run (the teacher, same
+    # labels, task 'classification'). This model (the student) trains on the
+    # teacher's softened probabilities as well as the labels; see
+    # train.distill_temperature and train.distill_alpha. '' : off.
+    c.model.distill_from = ""
 
     # === Training ===
     c.train = config_dict.ConfigDict()
@@ -209,6 +219,12 @@ def get_default_config():
     # retrieval_symmetric also ranks the batch's contexts for each response.
     c.train.retrieval_scale = 20.0
     c.train.retrieval_symmetric = False
+    # With model.distill_from: the softmax temperature T of the teacher's and the
+    # student's probabilities in the distillation loss (T^2-scaled KL divergence).
+    c.train.distill_temperature = 2.0
+    # With model.distill_from: the loss is alpha * (the task's loss on the labels)
+    # + (1 - alpha) * (the distillation loss). 0: the teacher alone.
+    c.train.distill_alpha = 0.5
     # Stop when `monitor` has not improved for this many epochs and restore the
     # best weights; 0 disables early stopping.
     c.train.early_stopping_patience = 3
@@ -418,6 +434,7 @@ def _check_values(c, check_files=True):
     _check_data(c, modality, check_files)
     _check_model(c.model, modality, check_files)
     _check_train(c)
+    _check_distillation(c, modality)
     _check_runtime(c.runtime)
     # export.enabled is a bool; `_merge_values` already checked its type.
     _positive_int("export.max_image_pixels", c.export.max_image_pixels)
@@ -594,6 +611,27 @@ def _check_runtime(r):
     _one_of("runtime.precision", r.precision, distribute.PRECISIONS)
     _non_negative("runtime.collective_timeout_s", r.collective_timeout_s, " (0: no limit)")
     distribute.resolve_runtime(r.jit_compile, r.precision, r.steps_per_execution)  # Checks.
+
+
+def _check_distillation(c, modality):
+    # The teacher's folder is read (and checked) when training starts.
+    m, t = c.model, c.train
+    if isinstance(m.num_layers, bool) or not isinstance(m.num_layers, int) or m.num_layers < 0:
+        _fail("model.num_layers", m.num_layers, "must be an integer >= 0 (0: the preset's)")
+    if m.num_layers and modality.name != "text":
+        _fail("model.num_layers", m.num_layers,
+              f"is for text (keras-hub) encoders; model.backbone={m.backbone!r} is an "
+              f"{modality.name} backbone (choose a smaller model.backbone instead)")
+    if not isinstance(t.distill_temperature, (int, float)) or t.distill_temperature <= 0:
+        _fail("train.distill_temperature", t.distill_temperature, "must be a number > 0")
+    if not isinstance(t.distill_alpha, (int, float)) or not 0.0 <= t.distill_alpha <= 1.0:
+        _fail("train.distill_alpha", t.distill_alpha, "must be a number in [0, 1]")
+    if m.distill_from and c.task != "classification":
+        _fail("model.distill_from", m.distill_from,
+              f"is for task='classification' (soft targets over classes); task={c.task!r}")
+    if m.distill_from and t.class_weight:
+        _fail("train.class_weight", t.class_weight,
+              "cannot be combined with model.distill_from (not supported); leave it ''")
 
 
 def _check_lora(m, modality):

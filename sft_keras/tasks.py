@@ -473,7 +473,7 @@ def task_from_config(config, class_names=None, tuned=None):
 
 
 def compile_for_task(model, config, class_names=None, optimizer=None, tuned=None,
-                     weighted=False):
+                     weighted=False, distill=False):
     """Compiles `model` for `config.task`: the one place a model gets its loss and metrics.
 
     Training, `sft-eval` and `load_run` all compile through here, so the
@@ -492,6 +492,9 @@ def compile_for_task(model, config, class_names=None, optimizer=None, tuned=None
             honour sample weights: evaluation batches padded with
             zero-weight examples (multi-replica strategies) count only the
             real ones.
+        distill: bool. Training a student (`model.distill_from`): the loss
+            and metrics also read targets that carry the teacher's
+            log-probabilities (`sft_keras.training.distill`).
 
     Returns:
         The `Task` the model was compiled for.
@@ -510,10 +513,16 @@ def compile_for_task(model, config, class_names=None, optimizer=None, tuned=None
     from sft_keras.training.distribute import jit_compile_arg, steps_per_execution_arg
 
     task = task_from_config(config, class_names, tuned=tuned)
-    metrics = task.metrics()
+    metrics, loss = task.metrics(), task.loss(config.train.label_smoothing)
+    if distill:
+        from sft_keras.training.distill import wrap_for_distillation
+
+        loss, metrics = wrap_for_distillation(loss, metrics, len(class_names),
+                                              config.train.distill_temperature,
+                                              config.train.distill_alpha)
     model.compile(
         optimizer=optimizer,
-        loss=task.loss(config.train.label_smoothing),
+        loss=loss,
         metrics=None if weighted else metrics,
         weighted_metrics=metrics if weighted else None,
         jit_compile=jit_compile_arg(config.runtime),

@@ -39,6 +39,13 @@ SCRIPTS = {
          r"^variant\s+examples/s\s+time ratio\s+TFLOP/s\s+MFU$",
          *(rf"^{v}\s+{NUMBER}\s+{NUMBER}\s+n/a\s+n/a$" for v in ("hand", "sft_full"))],
     ),
+    "distill": (
+        ["python", "benchmarks/distill.py", "--smoke"], {},
+        [r"^run\s+accuracy\s+parameters\s+export MB\s+latency ms$",
+         *(rf"^{r}\s+{NUMBER}\s+{NUMBER}\s+n/a\s+{NUMBER}$"  # Smoke runs do not export.
+           for r in ("teacher", "student", "alone")),
+         rf"^student/teacher latency ratio: {NUMBER}; parameters ratio: {NUMBER}$"],
+    ),
     "lora_step_time": (
         ["python", "benchmarks/lora_step_time.py", "--smoke"], {},
         [rf"^full: {NUMBER} trainable of {NUMBER} parameters$",

@@ -25,10 +25,12 @@ save and reload as a plain `.weights.h5` file.
 import dataclasses
 import json
 import os
+import re
 import urllib.request
 
 import keras
 import keras_hub
+from absl import logging
 
 from sft_keras.backbones.registry import BACKBONES, BackboneSpec
 from sft_keras.errors import ConfigError, WeightsError
@@ -210,7 +212,90 @@ def load_bert_tokenizer(preset, tokenizer_cls=keras_hub.models.BertTokenizer):
     return tokenizer
 
 
-def build_text_backbone(name, preset):
+def kept_layers(total, num_layers):
+    """The indices of the `num_layers` transformer layers a smaller encoder keeps of `total`.
+
+    Evenly spaced and ending at the top layer, so the kept stack spans the
+    whole depth (every other layer when halving, as DistilBERT's
+    initialisation does).
+
+    Args:
+        total: int. The layers of the full encoder.
+        num_layers: int. The layers to keep, 1 to `total`.
+
+    Returns:
+        list of int, increasing.
+
+    Example:
+
+    >>> kept_layers(6, 3), kept_layers(2, 1), kept_layers(12, 4), kept_layers(4, 4)
+    ([1, 3, 5], [1], [2, 5, 8, 11], [0, 1, 2, 3])
+    """
+    return [(i + 1) * total // num_layers - 1 for i in range(num_layers)]
+
+
+def copy_encoder_layers(source, target):
+    """Sets `target`'s weights from the encoder `source`, with fewer transformer layers.
+
+    Every layer of `target` takes the weights of the `source` layer of the same
+    name (embeddings, pooler), except the transformer layers: the k-th takes
+    those of `source`'s layer `kept_layers(...)[k]`.
+
+    Args:
+        source: a keras-hub encoder (e.g. `BertBackbone`).
+        target: an encoder of the same family and sizes, with `num_layers`
+            no larger than `source`'s.
+
+    Returns:
+        list of int: the `source` transformer layers copied.
+
+    Raises:
+        ConfigError: the two encoders differ in more than their depth.
+
+    Example:
+
+    >>> import tempfile
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"]
+    >>> preset = save_tiny_bert_preset(tempfile.mkdtemp(), vocab)
+    >>> source = build_text_backbone("bert", preset)
+    >>> target = build_text_backbone("bert", preset, num_layers=1)
+    >>> copy_encoder_layers(source, target)
+    [1]
+    """
+    def sizes(backbone):
+        config = dict(backbone.get_config())
+        for key in ("num_layers", "name", "trainable", "dtype"):
+            config.pop(key, None)
+        return config
+
+    if type(source) is not type(target) or sizes(source) != sizes(target):
+        raise ConfigError(
+            f"Cannot initialise a {type(target).__name__} from a {type(source).__name__} of "
+            "other sizes: only the number of transformer layers may differ.")
+    kept = kept_layers(source.num_layers, target.num_layers)
+    source_stack, target_stack = _transformer_layers(source), _transformer_layers(target)
+    by_name = {layer.name: layer for layer in source.layers}
+    stacked = {id(layer) for layer in target_stack}
+    for layer in target.layers:
+        if id(layer) not in stacked and layer.weights:
+            layer.set_weights(by_name[layer.name].get_weights())
+    for layer, index in zip(target_stack, kept):
+        layer.set_weights(source_stack[index].get_weights())
+    return kept
+
+
+def _transformer_layers(backbone):
+    """The encoder's transformer layers, bottom first (`transformer_layer_i` and the like)."""
+    layers = [layer for layer in backbone.layers
+              if re.fullmatch(r".*(layer|encoder)_\d+", layer.name)]
+    if len(layers) != backbone.num_layers:
+        raise ConfigError(
+            f"Cannot find the {backbone.num_layers} transformer layers of "
+            f"{type(backbone).__name__}; its layers: {[layer.name for layer in backbone.layers]}")
+    return sorted(layers, key=lambda layer: int(layer.name.rsplit("_", 1)[1]))
+
+
+def build_text_backbone(name, preset, num_layers=0):
     """Builds the keras-hub encoder of family `name` with the weights of `preset`.
 
     Call it inside `strategy.scope()`; load the tokenizer with
@@ -221,12 +306,15 @@ def build_text_backbone(name, preset):
             `"xlm_roberta"`, ...).
         preset: str. A keras-hub preset name, or a local keras-hub preset or
             Hugging Face checkpoint folder.
+        num_layers: int, default 0. Keep only this many transformer layers
+            (`kept_layers`), with the preset's weights; 0 keeps them all.
 
     Returns:
         The family's keras-hub backbone (e.g. `keras_hub.models.BertBackbone`).
 
     Raises:
-        ConfigError: unknown family, or a bad `preset` (see `resolve_preset`).
+        ConfigError: unknown family, a bad `preset` (see `resolve_preset`),
+            or `num_layers` larger than the preset's.
         WeightsError: the preset cannot be loaded (naming it and why).
 
     Example:
@@ -241,12 +329,24 @@ def build_text_backbone(name, preset):
     family = text_family(name)
     preset = resolve_preset(preset, family.backbone)
     try:
-        return family.backbone.from_preset(preset)
+        backbone = family.backbone.from_preset(preset)
     except Exception as e:
         raise WeightsError(
             f"Could not load the {name!r} backbone ({family.backbone.__name__}) from "
             f"model.preset={preset!r}: {e}"
         ) from e
+    if not num_layers or num_layers == backbone.num_layers:
+        return backbone
+    if num_layers > backbone.num_layers:
+        raise ConfigError(
+            f"model.num_layers must be at most the {backbone.num_layers} transformer layers of "
+            f"model.preset={preset!r}. Received: model.num_layers={num_layers}")
+    config = dict(backbone.get_config(), num_layers=num_layers)
+    smaller = family.backbone.from_config(config)
+    kept = copy_encoder_layers(backbone, smaller)
+    logging.info("model.num_layers=%d: kept transformer layers %s of %d of %s.",
+                 num_layers, kept, backbone.num_layers, preset)
+    return smaller
 
 
 def load_text_tokenizer(name, preset):

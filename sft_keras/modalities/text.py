@@ -106,7 +106,8 @@ class TextModality(Modality):
         from sft_keras.models import build_text_model
 
         c = self.config
-        backbone = backbones.build_text_backbone(c.model.backbone, c.model.preset)
+        backbone = backbones.build_text_backbone(c.model.backbone, c.model.preset,
+                                                c.model.num_layers)
         backbones.make_preprocessor(self.tokenizer, c.data.sequence_length, backbone)  # Length.
         return build_text_model(c, backbone, num_classes)
 

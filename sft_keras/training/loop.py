@@ -40,7 +40,8 @@ from sft_keras.tasks import (  # noqa: E402
     resolve_class_weight,
     task_from_config,
 )
-from sft_keras.training import distribute, optimizers, resume, stages as stages_lib  # noqa: E402
+from sft_keras.training import distill, distribute, optimizers, resume  # noqa: E402
+from sft_keras.training import stages as stages_lib  # noqa: E402
 from sft_keras.training.preemption import PreemptionCheckpoint, SigtermWatch  # noqa: E402
 from sft_keras.training.callbacks import (  # noqa: E402
     AtomicCheckpoint,
@@ -178,6 +179,12 @@ def _run(config, run_dir, strategy, overwrite=False, callbacks=(), sigterm=None)
     logging.info("Data: %d training and %d validation examples, classes: %s",
                  len(data.train), len(data.validation), data.class_names)
     train_examples = modality.make_dataset(data.train).unbatch()  # Shuffled per epoch in _fit.
+    teacher = None
+    if config.model.distill_from:  # The teacher's predictions, computed once, ride with y.
+        teacher = distill.load_teacher(config, data.class_names)
+        train_examples = distill.with_teacher(
+            train_examples, distill.teacher_log_probs(teacher, data.train))
+        keras.utils.set_random_seed(config.seed)  # The student starts as it would without.
     validation_ds = modality.make_dataset(data.validation)
     if multi_replica:
         validation_ds = pad_to_full_batches(validation_ds, len(data.validation),
@@ -187,10 +194,14 @@ def _run(config, run_dir, strategy, overwrite=False, callbacks=(), sigterm=None)
     num_classes = max(len(data.class_names), 1)
     with strategy.scope(), distribute.precision_policy(config.runtime.precision):
         model = modality.build_model(num_classes)
+        if teacher is not None:
+            distill.init_from_teacher(model, teacher.model)
+            teacher = None  # Not needed any more: free its memory.
         total_steps = config.train.epochs * steps_per_epoch(
             len(data.train), config.train.batch_size, strategy.num_replicas_in_sync)
         optimizer = optimizers.build_optimizer(config.train, model, total_steps=total_steps)
-        compile_for_task(model, config, data.class_names, optimizer, weighted=multi_replica)
+        compile_for_task(model, config, data.class_names, optimizer, weighted=multi_replica,
+                         distill=bool(config.model.distill_from))
     if multi_replica:
         patches.weighted_test_step(model)  # val_loss ignores the zero-weight padding.
     print(distribute.runtime_summary(model, strategy), flush=True)  # What "auto" chose.
@@ -313,7 +324,7 @@ def _fit(model, config, run_dir, strategy, train_examples, num_train, validation
             with strategy.scope():
                 stages_lib.apply_stage(model, config, stages, index)
                 compile_for_task(model, config, class_names, model.optimizer,
-                                 weighted=multi_replica)
+                                 weighted=multi_replica, distill=bool(config.model.distill_from))
             print(f"Stage {index} ({stages[index].text!r}): epochs {first + 1}-{end}, learning "
                   f"rate {float(model.optimizer.learning_rate):.3g}", flush=True)
             print(freezing.trainable_summary(model), flush=True)
