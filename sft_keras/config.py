@@ -219,6 +219,11 @@ def get_default_config():
     # retrieval_symmetric also ranks the batch's contexts for each response.
     c.train.retrieval_scale = 20.0
     c.train.retrieval_symmetric = False
+    # task='retrieval': hard negatives per training pair, mined once before training
+    # with the encoder as built (before fine-tuning): the best-scoring replies of the
+    # training bank that are not a correct reply of the pair's context. They join the
+    # batch's responses as candidates of the loss. 0: off (in-batch negatives only).
+    c.train.retrieval_hard_negatives = 0
     # With model.distill_from: the softmax temperature T of the teacher's and the
     # student's probabilities in the distillation loss (T^2-scaled KL divergence).
     c.train.distill_temperature = 2.0
@@ -549,6 +554,7 @@ def _check_train(c):
     _one_of("train.monitor", t.monitor, get_task(c.task).monitors)
     parse_stages(t.stages)  # Raises a ConfigError naming the stage and the format.
     _int_at_least("train.checkpoint_every_steps", t.checkpoint_every_steps, 0)
+    _int_at_least("train.retrieval_hard_negatives", t.retrieval_hard_negatives, 0)
 
 
 def _check_train_optimizer(t):

@@ -44,9 +44,13 @@ class PairExamples:
         responses: numpy object array `[n]` of str.
         context_ids: int32 `[n]`: equal contexts share an id.
         response_ids: int32 `[n]`: equal responses share an id.
+        negatives: optional object array `[n, k]` of str: hard negative
+            replies per pair (`mine_hard_negatives`); "" where none was found.
+        negative_ids: optional int32 `[n, k]`: their response ids; -1 for "".
 
-    `labels` (int32 `[n, 2]`, the two ids) is what the training loss receives:
-    it keeps a batch's other correct replies out of its negatives.
+    `labels` (int32 `[n, 2]`, the two ids, then the `k` negative ids if any)
+    is what the training loss receives: it keeps a batch's other correct
+    replies out of its negatives.
 
     Example:
 
@@ -61,19 +65,25 @@ class PairExamples:
     responses: np.ndarray
     context_ids: np.ndarray
     response_ids: np.ndarray
+    negatives: np.ndarray = None
+    negative_ids: np.ndarray = None
 
     def __len__(self):
         return len(self.contexts)
 
     @property
     def labels(self):
-        return np.stack([self.context_ids, self.response_ids], axis=1).astype(np.int32)
+        ids = np.stack([self.context_ids, self.response_ids], axis=1)
+        if self.negative_ids is not None:
+            ids = np.concatenate([ids, self.negative_ids.reshape(len(ids), -1)], axis=1)
+        return ids.astype(np.int32)
 
     def subset(self, indices):
         """Returns the pairs at `indices`, in that order."""
         i = np.asarray(indices, dtype=np.intp)
+        negatives = None if self.negatives is None else (self.negatives[i], self.negative_ids[i])
         return PairExamples(self.contexts[i], self.responses[i], self.context_ids[i],
-                            self.response_ids[i])
+                            self.response_ids[i], *(negatives or ()))
 
     def bank(self):
         """The distinct responses, in order of first appearance (list of str)."""

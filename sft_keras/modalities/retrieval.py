@@ -8,6 +8,9 @@ data). Data: `sft_keras.data.pairs`; model and loss:
 export: `sft_keras.serving.retrieval`. See docs/chatbot.md.
 """
 
+import dataclasses
+import time
+
 from absl import logging
 
 from sft_keras.modalities.base import MODALITIES
@@ -88,28 +91,63 @@ class RetrievalModality(TextModality):
         return read_pairs(path, d.context_column, d.response_column, d.context_turns)
 
     def make_dataset(self, examples, cache=None):
-        """Batches of `({context_*, response_*} tokens, [context_id, response_id])`."""
+        """Batches of `({context_*, response_*} tokens, [context_id, response_id])`.
+
+        With `train.retrieval_hard_negatives=k`, also `negative_0_*`... tokens and
+        their ids: the training split's mined ones (`_with_hard_negatives`), empty
+        slots (id -1, left out of the loss) for any other split.
+        """
+        import numpy as np
         import tensorflow as tf
 
         from sft_keras.data.pipeline import TEXT_INPUTS, _to_int32
 
         c, preprocessor = self.config, self.preprocessor
+        k = c.train.retrieval_hard_negatives
+        if k and examples.negatives is None:
+            data = getattr(self, "data", None)
+            if data is not None and examples is data.train:
+                examples = data.train = self._with_hard_negatives(examples)
+            else:
+                examples = dataclasses.replace(
+                    examples, negatives=np.full((len(examples), k), "", dtype=object),
+                    negative_ids=np.full((len(examples), k), -1, np.int32))
 
-        def tokenize(contexts, responses, ids):
+        def tokenize(contexts, responses, negatives, ids):
             tokens = {}
-            for side, texts in (("context", contexts), ("response", responses)):
+            sides = [("context", contexts), ("response", responses)] + [
+                (f"negative_{i}", negatives[:, i]) for i in range(k)]
+            for side, texts in sides:
                 features = _to_int32(preprocessor(x=texts))
                 tokens.update({f"{side}_{n}": features[n] for n in TEXT_INPUTS})
             return tokens, ids
 
+        negatives = examples.negatives if k else np.full((len(examples), 0), "", dtype=object)
         ds = tf.data.Dataset.from_tensor_slices((
             examples.contexts.astype(str).tolist(), examples.responses.astype(str).tolist(),
-            examples.labels))
+            negatives.astype(str).reshape(len(examples), k), examples.labels))
         ds = ds.batch(1024).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE,
                                 deterministic=True).unbatch()
+        # A known length, as for text: Keras then stops evaluating at the last batch
+        # instead of running into the end of the data ("Your input ran out of data").
+        ds = ds.apply(tf.data.experimental.assert_cardinality(len(examples)))
         if c.data.cache if cache is None else cache:
             ds = ds.cache()
         return ds.batch(c.train.batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def _with_hard_negatives(self, examples):
+        """`examples` with `train.retrieval_hard_negatives` mined by the encoder as built."""
+        from sft_keras.models.retrieval import build_encoder, mine_hard_negatives
+
+        c, start = self.config, time.perf_counter()
+        mined = mine_hard_negatives(build_encoder(self.build_model()), self.preprocessor,
+                                    examples, c.train.retrieval_hard_negatives,
+                                    batch_size=c.train.batch_size)
+        logging.info("Mined %d hard negatives for %d training pairs (%d empty slots: too few "
+                     "wrong replies) with the encoder before fine-tuning in %.1fs.",
+                     int((mined.negative_ids >= 0).sum()), len(mined),
+                     int((mined.negative_ids < 0).sum()), time.perf_counter() - start)
+        return mined
 
     def build_model(self, num_classes=1, pretrained=True):
         from sft_keras import backbones
@@ -122,7 +160,8 @@ class RetrievalModality(TextModality):
         apply_freeze_config(backbone, c.model.freeze)
         freeze_unused_pooler(backbone, "avg")  # Mean pooling: the [CLS] pooler gets no gradient.
         return build_dual_encoder(backbone, c.data.sequence_length,
-                                  name=f"{c.model.backbone}_retrieval")
+                                  name=f"{c.model.backbone}_retrieval",
+                                  hard_negatives=c.train.retrieval_hard_negatives)
 
     def evaluate(self, model, dataset, examples, report_dir, training_log=None,
                  split="validation"):
