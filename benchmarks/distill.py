@@ -56,7 +56,7 @@ def measure(workdir, repeats):
     size = (folder_bytes(os.path.join(run.run_dir.export, str(versions[-1])))
             if versions else None)
     data = run.modality.load_data()
-    specs = graph_inputs(run.model)
+    specs = graph_inputs(run.model, run.config.data.sequence_length)
     names = [s.name for s in specs]
     inputs, _ = collect_inputs(run.modality.make_dataset(data.validation, cache=False), names)
     inputs = {s.name: inputs[s.name].astype(s.dtype.as_numpy_dtype) for s in specs}

@@ -269,7 +269,7 @@ def check_run_exports(run, folders, data=None, latency=True):
         data = load_run_data(run, "Checking the exports on the validation split")
     model = float32_model(run.model, lambda: run.modality.build_model(
         max(len(run.class_names), 1), pretrained=False))
-    specs = graph_inputs(model)
+    specs = graph_inputs(model, run.config.data.sequence_length)
     names = [s.name for s in specs]
     inputs, labels = collect_inputs(run.modality.make_dataset(data.validation, cache=False),
                                     names)

@@ -136,8 +136,12 @@ def float32_model(model, rebuild):
     return merge_lora(model)
 
 
-def graph_inputs(model):
+def graph_inputs(model, sequence_length=None):
     """The `tf.TensorSpec`s of a LiteRT/ONNX graph: the model's token inputs, or `images`.
+
+    Text models take any length up to `data.sequence_length` (training batches
+    are length-bucketed); the exported graph takes `[batch, sequence_length]`,
+    the length `export_info.json` tells clients to pad to.
 
     Example:
 
@@ -147,7 +151,11 @@ def graph_inputs(model):
     [('images', [None, 32, 32, 3])]
     """
     if isinstance(model.input, dict):  # Text: token tensors, in name order.
-        return [tf.TensorSpec(model.input[n].shape, tf.int32, name=n) for n in sorted(model.input)]
+        def shape(name):
+            batch, length = model.input[name].shape
+            return (batch, length if length is not None else sequence_length)
+
+        return [tf.TensorSpec(shape(n), tf.int32, name=n) for n in sorted(model.input)]
     return [tf.TensorSpec(model.input.shape, tf.float32, name="images")]
 
 
@@ -166,7 +174,7 @@ def probability_function(model, task, specs):
     return probabilities
 
 
-def convert_litert(model, task, variants, representative=None):
+def convert_litert(model, task, variants, representative=None, sequence_length=None):
     """Converts `model` with `tf.lite.TFLiteConverter`; returns `{variant: tflite bytes}`.
 
     The model goes through a Keras `ExportArchive` SavedModel (as Keras's own
@@ -180,7 +188,7 @@ def convert_litert(model, task, variants, representative=None):
         representative: callable or None. For `"int8"`: returns an iterable of
             `{input name: array [1, ...]}` calibration examples.
     """
-    specs = graph_inputs(model)
+    specs = graph_inputs(model, sequence_length)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", probability_function(model, task, specs),
@@ -210,14 +218,14 @@ def convert_litert(model, task, variants, representative=None):
     return files
 
 
-def convert_onnx(model, task, variants, folder):
+def convert_onnx(model, task, variants, folder, sequence_length=None):
     """Writes `model_<variant>.onnx` files to `folder` with tf2onnx (and onnxruntime's
     `quantize_dynamic` for `"int8"`); returns `{variant: file name}`."""
     import logging
 
     import tf2onnx
 
-    specs = graph_inputs(model)
+    specs = graph_inputs(model, sequence_length)
     function = tf.function(probability_function(model, task, specs), input_signature=specs)
     float_name = "model_float32.onnx"
     float_path = os.path.join(folder, float_name)
@@ -283,6 +291,7 @@ def export_graph_format(export_format, model, export_base, class_names, task, va
         raise ExportError(f"LiteRT and ONNX exports are for tasks {', '.join(TASKS)} (graphs "
                           f"returning class probabilities). Received: task={task!r}")
     variants = parse_variants(export_format, variants, key=f"export.{export_format}_variants")
+    length = preprocessing.get("sequence_length")  # Text: the padded length clients send.
     os.makedirs(export_base, exist_ok=True)
     if version is None:
         version = next_version(export_base)
@@ -291,15 +300,16 @@ def export_graph_format(export_format, model, export_base, class_names, task, va
     try:
         if export_format == "litert":
             names = {}
-            for variant, content in convert_litert(model, task, variants, representative).items():
+            for variant, content in convert_litert(model, task, variants, representative,
+                                                    length).items():
                 names[variant] = f"model_{variant}.tflite"
                 with open(os.path.join(tmp, names[variant]), "wb") as f:
                     f.write(content)
         else:
-            names = convert_onnx(model, task, variants, tmp)
+            names = convert_onnx(model, task, variants, tmp, length)
         extra = list(files(tmp)) if files is not None else []
         atomic_write_text(os.path.join(tmp, LABELS), "".join(f"{c}\n" for c in class_names))
-        specs = graph_inputs(model)
+        specs = graph_inputs(model, length)
         export_info = {
             "format": export_format,
             "task": task,
@@ -455,8 +465,11 @@ def export_run(run, export_format, export_dir=None, version=None, overwrite=Fals
         if data is None:
             data = load_run_data(run, "the 'int8' LiteRT variant's calibration")
         representative = calibration_examples(
-            run.modality.make_dataset(data.train, cache=False), graph_inputs(model),
+            run.modality.make_dataset(data.train, cache=False),
+            graph_inputs(model, config.data.sequence_length),
             config.export.calibration_examples)
+    from sft_keras.training.distribute import resolved_precision
+
     if run.modality.name == "text":
         preprocessing, files = text_preprocessing(run.modality.preprocessor)
         preprocessing["text_columns"] = list(config.data.text_columns)
@@ -465,7 +478,8 @@ def export_run(run, export_format, export_dir=None, version=None, overwrite=Fals
     info = {"backbone": config.model.backbone, "preset": config.model.preset,
             "workdir": os.path.abspath(run.workdir),
             "checkpoint": os.path.basename(run.checkpoint),
-            "trained_precision": config.runtime.precision,
+            # runtime.precision='auto' as it resolves on this machine.
+            "trained_precision": resolved_precision(config.runtime.precision),
             "exported_precision": "float32 (a float32 copy when trained in mixed precision)"}
     metrics = run.run_dir.read_metrics()
     if metrics is not None:
