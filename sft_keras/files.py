@@ -59,3 +59,36 @@ def next_version(base_dir):
     """
     versions = existing_versions(base_dir)
     return versions[-1] + 1 if versions else 1
+
+
+def publish_folder(tmp, final):
+    """Moves the finished folder `tmp` to `final` atomically, replacing an existing `final`.
+
+    `tmp` must be a sibling of `final` (same file system). An existing `final`
+    is first moved aside, so a reader sees the old folder or the new one,
+    never a mix; it is deleted once the new one is in place.
+
+    Args:
+        tmp: str. The complete new folder (e.g. made by `tempfile.mkdtemp`).
+        final: str. Where it goes (e.g. `<export_base>/<version>`).
+
+    Example:
+
+    >>> import tempfile
+    >>> base = tempfile.mkdtemp()
+    >>> tmp = tempfile.mkdtemp(dir=base)
+    >>> publish_folder(tmp, os.path.join(base, "1"))
+    >>> sorted(os.listdir(base))
+    ['1']
+    """
+    import shutil
+
+    os.chmod(tmp, default_mode(directory=True))  # mkdtemp made it private (0700).
+    if not os.path.exists(final):
+        os.rename(tmp, final)
+        return
+    old = tempfile.mkdtemp(prefix=f".old-{os.path.basename(final)}-",
+                           dir=os.path.dirname(final))
+    os.rename(final, os.path.join(old, "v"))
+    os.rename(tmp, final)
+    shutil.rmtree(old)

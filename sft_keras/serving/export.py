@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from sft_keras.data.images import decode_image_bytes
 from sft_keras.errors import ExportError
-from sft_keras.files import atomic_write_text, default_mode, existing_versions, next_version
+from sft_keras.files import atomic_write_text, existing_versions, next_version, publish_folder
 from sft_keras.tasks import get_task
 
 # The export layout is TF Serving's; sft_keras adds these files in `assets.extra/`.
@@ -416,14 +416,7 @@ def write_export(archive, export_base, class_names, task, inputs, info, version=
         atomic_write_text(os.path.join(extra, EXPORT_INFO), json.dumps(export_info, indent=2))
         for name, write in (extra_files or {}).items():
             write(os.path.join(extra, name))
-        os.chmod(tmp, default_mode(directory=True))  # mkdtemp made it private (0700).
-        if os.path.exists(final):  # overwrite=True: move the old one aside first.
-            old = tempfile.mkdtemp(prefix=f".old-{version}-", dir=export_base)
-            os.rename(final, os.path.join(old, "v"))
-            os.rename(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, final)
+        publish_folder(tmp, final)  # overwrite=True: the old one is moved aside first.
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from sft_keras.errors import ExportError
-from sft_keras.files import atomic_write_text, default_mode, next_version
+from sft_keras.files import atomic_write_text, default_mode, next_version, publish_folder
 
 FORMATS = ("saved_model", "litert", "onnx")
 # Variant -> what it is (written to export_info.json and the docs).
@@ -327,14 +327,7 @@ def export_graph_format(export_format, model, export_base, class_names, task, va
         atomic_write_text(os.path.join(tmp, EXPORT_INFO), json.dumps(export_info, indent=2))
         for name in os.listdir(tmp):
             os.chmod(os.path.join(tmp, name), default_mode())
-        os.chmod(tmp, default_mode(directory=True))  # mkdtemp made it private (0700).
-        if os.path.exists(final):  # overwrite=True: move the old one aside first.
-            old = tempfile.mkdtemp(prefix=f".old-{version}-", dir=export_base)
-            os.rename(final, os.path.join(old, "v"))
-            os.rename(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, final)
+        publish_folder(tmp, final)  # overwrite=True: the old one is moved aside first.
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
