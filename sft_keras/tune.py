@@ -711,8 +711,10 @@ def run_tune(config, workdir, grids=(), metric=None, *, spaces=(), sampler="grid
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Heartbeats and retries are marked experimental; they have been in Optuna since 2.9.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = _storage(workdir)
     with contextlib.closing(_FolderLock(workdir)):
+        # Under the lock: a new study.db gets its schema (and alembic stamp) when the
+        # storage is opened, and two processes starting together would both write it.
+        storage = _storage(workdir)
         study = optuna.create_study(
             study_name=STUDY_NAME, storage=storage, load_if_exists=True,
             direction="minimize" if lower else "maximize")
