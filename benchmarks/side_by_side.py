@@ -11,6 +11,8 @@ epochs, each variant in a fresh process, one after the other:
   to 16/32/64 tokens (`data.length_buckets`, `data.length_sort_window`).
 - `keras_hub`: keras-hub's `BertTextClassifier` (its preprocessor, padding to
   the sequence length; [CLS] pooler head) `.fit` on the raw strings.
+- `keras_hub_defaults`: the same classifier with keras-hub's own defaults:
+  `compile()` with no arguments (Adam 5e-5, no weight decay).
 - `hf_trainer`: `transformers.Trainer` with its default dynamic padding
   (`DataCollatorWithPadding`), run by `--hf_python` (torch + transformers are
   benchmark-only: not sft_keras dependencies). Skipped, with a line saying
@@ -44,7 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks.common import REPO_ROOT, smoke_requested, tiny_vocabulary  # noqa: E402
 
-VARIANTS = ("sft_padded", "sft_bucketed", "keras_hub", "hf_trainer")
+VARIANTS = ("sft_padded", "sft_bucketed", "keras_hub", "keras_hub_defaults", "hf_trainer")
 # ../shared beside the checkout (or beside the folder of git worktrees).
 SST2_DIR = next((d for d in (os.path.join(REPO_ROOT, *[".."] * up, "shared", "data", "sst2")
                              for up in (1, 2)) if os.path.isdir(d)),
@@ -86,7 +88,8 @@ def run_variant(name, args):
     train_texts, train_labels = read_tsv(os.path.join(args.data_dir, "train.tsv"), "sentence",
                                          args.train_examples)
     dev_texts, dev_labels = read_tsv(os.path.join(args.data_dir, "dev.tsv"), "content")
-    runner = {"keras_hub": run_keras_hub, "hf_trainer": run_hf_trainer}.get(name, run_sft)
+    runner = {"keras_hub": run_keras_hub, "keras_hub_defaults": run_keras_hub,
+              "hf_trainer": run_hf_trainer}.get(name, run_sft)
     result = runner(name, args, (train_texts, train_labels), (dev_texts, dev_labels))
     result.update(train_examples=len(train_texts), dev_examples=len(dev_texts))
     return result
@@ -156,11 +159,14 @@ def run_keras_hub(name, args, train, dev):
         load_text_tokenizer("bert", args.preset), sequence_length=args.sequence_length)
     classifier = keras_hub.models.BertTextClassifier(
         build_text_backbone("bert", args.preset), num_classes=2, preprocessor=preprocessor)
-    classifier.compile(
-        optimizer=keras.optimizers.AdamW(5e-5, weight_decay=0.01),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["sparse_categorical_accuracy"],
-    )
+    if name == "keras_hub_defaults":
+        classifier.compile()  # keras-hub's "auto": Adam(5e-5), cross-entropy on logits.
+    else:
+        classifier.compile(
+            optimizer=keras.optimizers.AdamW(5e-5, weight_decay=0.01),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["sparse_categorical_accuracy"],
+        )
     timer = _train_timer()
     classifier.fit(np.array(train[0]), np.array(train[1]), batch_size=args.batch_size,
                    epochs=args.epochs, callbacks=[timer], verbose=2)

@@ -315,6 +315,10 @@ def get_default_config():
     # (uniform) or 'key=(v1,v2,...)' (choices); a --space or --grid flag for the same
     # key replaces the entry (docs/tuning.md).
     c.tune.space = ()
+    # Validation reports per epoch to the pruner (--pruner): k > 1 also evaluates the
+    # validation split after 1/k, 2/k, ... of each epoch's batches, so a search of
+    # one-epoch trials can stop the bad ones early (each report costs one evaluation).
+    c.tune.reports_per_epoch = 1
 
     c.lock()
     return c
@@ -448,6 +452,7 @@ def _check_values(c, check_files=True):
     if not all(isinstance(entry, str) and "=" in entry for entry in c.tune.space):
         _fail("tune.space", c.tune.space, "must be a tuple of 'key=distribution' strings, e.g. "
               "('train.learning_rate=log(1e-5,3e-4)',)")
+    _positive_int("tune.reports_per_epoch", c.tune.reports_per_epoch)
 
 
 def _check_export_formats(e, task):

@@ -345,7 +345,7 @@ def build_space(config, grids=(), spaces=()):
     return dims
 
 
-def _sampler(name, dims, seed):
+def _sampler(name, dims, seed, budget=DEFAULT_TRIALS):
     import optuna
 
     if name not in SAMPLERS:
@@ -361,7 +361,9 @@ def _sampler(name, dims, seed):
             {d.key: d.distribution.choices for d in dims}, seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    # Optuna's default is 10 random trials before TPE models anything: most of a
+    # 12-trial budget. A third of the budget (at least 3, at most 10) explores first.
+    return optuna.samplers.TPESampler(n_startup_trials=max(3, min(10, budget // 3)), seed=seed)
 
 
 def _pruner(name):
@@ -380,21 +382,30 @@ def _pruner(name):
 
 # === Pruning ===
 
-def pruning_callback(trial, monitor, required=True):
+def pruning_callback(trial, monitor, required=True, reports_per_epoch=1):
     """A Keras callback that reports `monitor` to an Optuna trial after each epoch.
 
     When the study's pruner says the trial is behind, it raises
     `optuna.TrialPruned`, which ends `fit` after the epoch's commit (sft_keras's
     checkpoint callbacks run first) and is recorded as a pruned trial.
 
+    With `reports_per_epoch=k > 1` it also evaluates the model on the
+    validation split k-1 times inside each epoch (after 1/k, 2/k, ... of its
+    batches), so that a search of one-epoch trials can prune. The training
+    metrics of the epoch are saved and restored around each evaluation. Report
+    `j` (0-based) of epoch `e` is Optuna step `e * k + j`; the epoch's end is
+    step `e * k + k - 1`.
+
     Args:
         trial: `optuna.trial.Trial`.
         monitor: str. The epoch log key, e.g. `val_accuracy` or `val_loss`.
         required: bool. Whether a missing `monitor` is an error (pruning
             needs it); if False such epochs are not reported.
+        reports_per_epoch: int >= 1. Reports (and chances to prune) per epoch.
 
     Returns:
-        A `keras.callbacks.Callback`.
+        A `keras.callbacks.Callback`. The training loop hands it the
+        validation data and the epoch's length (`use_validation_data`).
 
     Example:
 
@@ -406,10 +417,65 @@ def pruning_callback(trial, monitor, required=True):
     import keras
     import optuna
 
+    k = int(reports_per_epoch)
+
     class PruneAfterEpoch(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
             self.trial, self.monitor = trial, monitor
+            self.validation_data, self.steps_per_epoch, self._offset = None, None, 0
+            self._epoch, self._next = 0, 1
+
+        def use_validation_data(self, validation_data, steps_per_epoch):
+            """Called by the training loop before `fit`: what mid-epoch reports evaluate."""
+            self.validation_data, self.steps_per_epoch = validation_data, steps_per_epoch
+
+        def on_epoch_begin(self, epoch, logs=None):
+            # A resumed epoch starts at a later batch; fit counts its batches from 0.
+            steps = (self.params or {}).get("steps")
+            self._offset = (self.steps_per_epoch - steps) if self.steps_per_epoch and steps else 0
+            self._epoch, self._next = epoch, 1
+            if self.steps_per_epoch:  # Reports the skipped part of the epoch already made.
+                while self._next < k and self._at(self._next) <= self._offset:
+                    self._next += 1
+
+        def _at(self, j):
+            return -(-j * self.steps_per_epoch // k)  # ceil(j * steps / k)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if k <= 1 or self.validation_data is None or not self.steps_per_epoch:
+                return
+            step = self._offset + batch + 1
+            if self._next >= k or step < self._at(self._next) or step >= self.steps_per_epoch:
+                return
+            while self._next < k and step >= self._at(self._next):
+                self._next += 1
+            value = self._evaluate()
+            self._report(value, self._epoch * k + self._next - 2,
+                         f"{step} of {self.steps_per_epoch} steps into epoch {self._epoch + 1}")
+
+        def _evaluate(self):
+            # evaluate() resets the compiled metrics, which hold the epoch's running
+            # training loss and accuracy: keep their state and put it back.
+            saved = [(v, keras.ops.convert_to_numpy(v)) for m in self.model.metrics
+                     for v in m.variables]
+            try:
+                logs = self.model.evaluate(self.validation_data, verbose=0, return_dict=True)
+            finally:
+                for variable, value in saved:
+                    variable.assign(value)
+            key = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
+            if key not in logs:
+                raise ConfigError(
+                    f"Pruning needs the metric at every report, and {self.monitor!r} is not "
+                    f"among the validation metrics {sorted('val_' + n for n in logs)}: pass "
+                    f"--metric=<one of them> or --pruner=none. Received: --metric={self.monitor!r}")
+            return float(logs[key])
+
+        def _report(self, value, step, where):
+            self.trial.report(value, step)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned {where}: {self.monitor}={value:.4g}")
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
@@ -420,10 +486,7 @@ def pruning_callback(trial, monitor, required=True):
                     f"Pruning needs the metric in every epoch's logs, and {self.monitor!r} is "
                     f"not among {sorted(logs)}: pass --metric=<one of them> or --pruner=none. "
                     f"Received: --metric={self.monitor!r}")
-            self.trial.report(float(logs[self.monitor]), epoch)
-            if self.trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}: "
-                                         f"{self.monitor}={logs[self.monitor]:.4g}")
+            self._report(float(logs[self.monitor]), epoch * k + k - 1, f"after epoch {epoch + 1}")
 
     return PruneAfterEpoch()
 
@@ -486,7 +549,7 @@ def _check_same_search(study, settings):
             f"anew. Received: { {k: settings[k] for k in changed} }")
 
 
-def _records(study, dims):
+def _records(study, dims, reports_per_epoch=1):
     """One record per trial folder (its latest trial), in trial-number order."""
     import optuna
 
@@ -502,7 +565,11 @@ def _records(study, dims):
         if trial.state == states.FAIL:
             status = f"failed: {trial.user_attrs['error']}" if "error" in trial.user_attrs \
                 else "failed"
-        epochs = max(trial.intermediate_values) + 1 if trial.intermediate_values else None
+        # Optuna step e * k + j is report j of epoch e (k reports an epoch): epochs trained.
+        epochs = (round((max(trial.intermediate_values) + 1) / reports_per_epoch, 2)
+                  if trial.intermediate_values else None)
+        if epochs is not None and epochs == int(epochs):
+            epochs = int(epochs)
         record = {"trial": name, "index": trial.number, "number": trial.number,
                   "overrides": _overrides_text(overrides), "params": overrides,
                   "metric": trial.value if trial.state == states.COMPLETE else None,
@@ -583,7 +650,7 @@ def _write_plot(workdir, records, metric_name, lower):
     if pruned:
         ax.scatter([r["index"] for r in pruned],
                    [r["intermediate"][max(r["intermediate"])] for r in pruned], marker="x",
-                   color="C3", label="pruned (last epoch's value)")
+                   color="C3", label="pruned (last reported value)")
     ax.set_xlabel("trial")
     ax.set_ylabel(metric_name)
     ax.set_title(f"sft-tune: {metric_name} over trials")
@@ -618,7 +685,7 @@ def _write_importances(workdir, study):
 
 def _write_report(workdir, study, dims, metric_name, lower, config):
     """Rewrites the search's leaderboard, best config, plot and importances; returns records."""
-    records = _records(study, dims)
+    records = _records(study, dims, config.tune.reports_per_epoch)
     _write_leaderboard(workdir, records, lower)
     best = _best(records, lower)
     if best is not None:
@@ -704,6 +771,7 @@ def run_tune(config, workdir, grids=(), metric=None, *, spaces=(), sampler="grid
         _sampler(sampler, dims, 0)
     budget = trials or (len(combos) if combos is not None else DEFAULT_TRIALS)
     metric_name, metric_key = _metric_name(metric, config)
+    reports = config.tune.reports_per_epoch
     lower = metric_key in LOWER_IS_BETTER
     deadline = None if max_minutes is None else time.time() + 60 * max_minutes
 
@@ -727,7 +795,7 @@ def run_tune(config, workdir, grids=(), metric=None, *, spaces=(), sampler="grid
                 study.enqueue_trial({d.key: _choice(v) for d, (_, v) in zip(dims, overrides)})
         worker = study.user_attrs.get("workers", 0)  # Each process its own sampler seed.
         study.set_user_attr("workers", worker + 1)
-    study.sampler = _sampler(sampler, dims, config.seed + worker)
+    study.sampler = _sampler(sampler, dims, config.seed + worker, budget)
     study.pruner = pruner_
     host, pid = socket.gethostname(), os.getpid()
     states = optuna.trial.TrialState
@@ -750,7 +818,8 @@ def run_tune(config, workdir, grids=(), metric=None, *, spaces=(), sampler="grid
               + (f" (resuming trial {resumed})" if resumed is not None else ""), flush=True)
         keras.backend.clear_session()
         # Every epoch's metric goes to the study (the pruner, the plot, the epochs column).
-        extra = [*callbacks, pruning_callback(trial, metric_name, required=pruner != "none")]
+        extra = [*callbacks, pruning_callback(trial, metric_name, required=pruner != "none",
+                                              reports_per_epoch=reports)]
         start = time.time()
         seconds = trial.user_attrs.get("seconds") or 0.0
         try:
