@@ -17,6 +17,14 @@ Run (from the repository root), on the quickstart:
     python benchmarks/distill.py --teacher=/tmp/distill/teacher \\
         --student=/tmp/distill/student --alone=/tmp/distill/alone
 
+Or all three runs for each of several seeds, trained by the script itself (each
+seed its own teacher: `seed` also draws the train/validation split, so a
+teacher of another seed would have trained on this seed's validation examples),
+then the table of every run and the mean accuracy of each role:
+
+    python benchmarks/distill.py --config=configs/quickstart.py --seeds=42,43,44 \
+        --root=/tmp/distill_seeds
+
     python benchmarks/distill.py --smoke     # or SFT_SMOKE=1
 
 `--smoke` trains the three runs itself for 1 epoch each (a 2-layer tiny BERT
@@ -101,6 +109,31 @@ def smoke_runs():
     return runs
 
 
+def seed_runs(config_path, seeds, root, num_layers, student_flags):
+    """Trains teacher, distilled student and student alone for each seed with sft-train.
+
+    Returns:
+        list of (seed, {role: workdir}); finished runs in `root` are not trained again.
+    """
+    import subprocess
+
+    runs = []
+    for seed in seeds:
+        folders = {role: os.path.join(root, f"seed{seed}", role)
+                   for role in ("teacher", "student", "alone")}
+        flags = {"teacher": [],
+                 "student": [f"--config.model.num_layers={num_layers}",
+                             f"--config.model.distill_from={folders['teacher']}", *student_flags],
+                 "alone": [f"--config.model.num_layers={num_layers}"]}
+        for role, workdir in folders.items():
+            command = [sys.executable, "-m", "sft_keras.cli.train", f"--config={config_path}",
+                       f"--workdir={workdir}", f"--config.seed={seed}", *flags[role]]
+            print("Running: " + " ".join(command[2:]), flush=True)
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        runs.append((seed, folders))
+    return runs
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", help="workdir of the teacher run")
@@ -108,7 +141,34 @@ def main():
     parser.add_argument("--alone", help="workdir of the same student trained without teacher")
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--config", help="with --seeds: the config the runs train")
+    parser.add_argument("--seeds", default="", help="e.g. 42,43,44: train every run per seed")
+    parser.add_argument("--root", default="/tmp/distill_seeds", help="with --seeds: workdirs")
+    parser.add_argument("--num_layers", type=int, default=3, help="with --seeds: student layers")
+    parser.add_argument("--student_flag", action="append", default=[],
+                        help="with --seeds: an extra sft-train flag of the distilled student, "
+                        "e.g. --student_flag=--config.train.distill_temperature=4")
     args = parser.parse_args()
+    if args.seeds and not smoke_requested(args.smoke):
+        if not args.config:
+            parser.error("--seeds needs --config")
+        seeds = [int(s) for s in args.seeds.split(",")]
+        per_seed = seed_runs(args.config, seeds, args.root, args.num_layers, args.student_flag)
+        print(f"{'seed':<6} {'run':<8} {'accuracy':>9} {'parameters':>12} {'export MB':>10} "
+              f"{'latency ms':>11}")
+        table = {}
+        for seed, folders in per_seed:
+            for role, path in folders.items():
+                r = table.setdefault(role, [])
+                r.append(measure(path, args.repeats))
+                m = r[-1]
+                print(f"{seed:<6} {role:<8} {m['accuracy']:>9.4f} {m['parameters']:>12,} "
+                      f"{m['bytes'] / 1e6:>10.2f} {m['ms']:>11.2f}", flush=True)
+        means = {role: sum(m["accuracy"] for m in rows) / len(rows) for role, rows in table.items()}
+        ms = {role: sorted(m["ms"] for m in rows)[len(rows) // 2] for role, rows in table.items()}
+        print("mean accuracy: " + ", ".join(f"{role} {value:.4f}" for role, value in means.items()))
+        print(f"student/teacher latency ratio (medians): {ms['student'] / ms['teacher']:.2f}")
+        return
     if smoke_requested(args.smoke):
         runs, repeats = smoke_runs(), 2
     else:

@@ -74,7 +74,7 @@ def main(argv=None):
         config = copy.deepcopy(base)
         config.model.lora_rank = rank
         config.train.learning_rate = learning_rate
-        config = validate_config(config)
+        config, _ = optimizers.resolve_recipe(validate_config(config))
         model = get_modality(config).build_model(len(data.class_names))
         optimizer = optimizers.build_optimizer(config.train, model)
         compile_for_task(model, config, data.class_names, optimizer)

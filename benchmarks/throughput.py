@@ -202,7 +202,8 @@ def load_config():
         config.runtime.jit_compile = _JIT.value
     if _STRATEGY.value:
         config.runtime.strategy = _STRATEGY.value
-    return config_lib.validate_config(config), smoke
+    config, _ = optimizers.resolve_recipe(config_lib.validate_config(config))
+    return config, smoke
 
 
 def main(argv):

@@ -175,17 +175,26 @@ def get_default_config():
     c.train = config_dict.ConfigDict()
     c.train.epochs = 5  # Epochs in the whole run, all stages included.
     c.train.batch_size = 32  # Global batch size, split across replicas.
-    c.train.optimizer = "adam"  # 'adam', 'adamw' or 'sgd'.
-    c.train.learning_rate = 1e-3  # Peak learning rate (after warmup, before decay).
-    c.train.weight_decay = 0.0  # Used by 'adamw' (decoupled) and 'sgd'.
+    # The optimizer recipe. 'auto' / None: the backbone's own default, chosen when the
+    # run starts, printed ("Recipe: ...") and written to config.json
+    # (sft_keras.training.optimizers.resolve_recipe; docs/training.md). Text encoders:
+    # AdamW 5e-5, weight decay 0.01, linear decay after a 10% warmup (1e-3 with
+    # freeze.backbone, 5e-4 with LoRA). Image backbones: Adam, constant, no warmup,
+    # 1e-4 when fine-tuning pretrained weights, 1e-3 from scratch or with
+    # freeze.backbone. Any key set here wins over the recipe.
+    c.train.optimizer = "auto"  # 'auto', 'adam', 'adamw' or 'sgd'.
+    # Peak learning rate (after warmup, before decay); None: the recipe's.
+    c.train.learning_rate = config_dict.placeholder(float)
+    # Used by 'adamw' (decoupled) and 'sgd'; None: the recipe's (0.01 for adamw, else 0).
+    c.train.weight_decay = config_dict.placeholder(float)
     c.train.momentum = 0.9  # Used by 'sgd'.
     # Learning-rate schedule over the whole run: 'constant', 'cosine' or 'linear'
     # (decays to min_lr_ratio * learning_rate at the last step), after a linear
     # warmup of warmup_steps steps, or warmup_fraction of all steps when
-    # warmup_steps is 0.
-    c.train.schedule = "constant"
+    # warmup_steps is 0. 'auto' and None: the recipe's.
+    c.train.schedule = "auto"
     c.train.warmup_steps = 0
-    c.train.warmup_fraction = 0.0
+    c.train.warmup_fraction = config_dict.placeholder(float)
     c.train.min_lr_ratio = 0.0
     # Gradient clipping (0: off): each gradient to this norm, or all of them
     # together to this global norm. At most one of the two.
@@ -567,14 +576,20 @@ def _check_train_optimizer(t):
 
     _positive_int("train.epochs", t.epochs)
     _positive_int("train.batch_size", t.batch_size)
-    optimizers.OPTIMIZERS.get(t.optimizer)
-    if not isinstance(t.learning_rate, (int, float)) or t.learning_rate <= 0:
-        _fail("train.learning_rate", t.learning_rate, "must be a positive number")
-    _non_negative("train.weight_decay", t.weight_decay)
-    optimizers.SCHEDULES.get(t.schedule)
+    if t.optimizer != "auto":
+        optimizers.OPTIMIZERS.get(t.optimizer)
+    if t.learning_rate is not None and (
+            not isinstance(t.learning_rate, (int, float)) or t.learning_rate <= 0):
+        _fail("train.learning_rate", t.learning_rate,
+              "must be a positive number (or None: the backbone's default)")
+    if t.weight_decay is not None:
+        _non_negative("train.weight_decay", t.weight_decay)
+    if t.schedule != "auto":
+        optimizers.SCHEDULES.get(t.schedule)
     _int_at_least("train.warmup_steps", t.warmup_steps, 0)
     for key in ("warmup_fraction", "min_lr_ratio"):
-        _fraction(f"train.{key}", t[key])
+        if t[key] is not None:
+            _fraction(f"train.{key}", t[key])
     for key in ("clipnorm", "global_clipnorm"):
         _non_negative(f"train.{key}", t[key], " (0: no clipping)")
     if t.clipnorm and t.global_clipnorm:

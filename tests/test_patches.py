@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from sft_keras import patches
-from sft_keras.config import get_default_config
+from sft_keras.config import get_default_config, validate_config
 from sft_keras.errors import ConfigError
 from sft_keras.models import build_image_model
 from sft_keras.models import lora
@@ -100,7 +100,7 @@ def test_single_worker_runs_do_not_reach_the_multi_worker_patch(untested_keras):
 
 
 def test_layerwise_optimizer_fails_at_once_on_an_untested_keras(untested_keras):
-    t = get_default_config().train
+    t = optimizers.resolve_recipe(validate_config(get_default_config()))[0].train
     model = _image_model()
     assert type(optimizers.build_optimizer(t, model)).__name__ == "Adam"  # Public APIs only.
     t.layerwise_lr_decay = 0.5

@@ -141,6 +141,9 @@ def train_and_evaluate(config, workdir, overwrite=False, callbacks=()):
     >>> metrics = train_and_evaluate(config, tempfile.mkdtemp())  # doctest: +SKIP
     """
     config = config_lib.validate_config(config)
+    # 'auto' optimizer keys become the backbone's recipe; config.json records the values.
+    config, recipe = optimizers.resolve_recipe(config)
+    print(recipe, flush=True)
     # Before any other TF op: multi-worker strategies connect the cluster here.
     strategy = distribute.get_strategy(config.runtime)
     # Only the chief writes to `workdir`, and holds its lock (one run per

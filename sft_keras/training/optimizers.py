@@ -170,6 +170,8 @@ def build_learning_rate(train_config, total_steps=None):
     >>> [round(float(schedule(s)), 2) for s in (0, 9, 10, 60, 110)]
     [0.1, 1.0, 1.0, 0.5, 0.0]
     """
+    _check_resolved(train_config, ("learning_rate", "schedule")
+                    + (() if train_config.warmup_steps else ("warmup_fraction",)))
     builder = SCHEDULES.get(train_config.schedule)
     warmup = warmup_steps(train_config, total_steps)
     lr = float(train_config.learning_rate)
@@ -339,6 +341,124 @@ def with_layerwise_lr(cls):
     return _LAYERWISE_CLASSES[cls]
 
 
+# === The recipe: defaults that fit the backbone ===
+
+# What 'auto' / None in train.{optimizer, learning_rate, weight_decay, schedule,
+# warmup_fraction} become, by kind of run (`recipe_kind`). Text: BERT's fine-tuning
+# recipe (Devlin et al. 2019; Hugging Face's Trainer): AdamW with weight decay 0.01, a
+# 10% linear warmup, linear decay. Image CNNs: Adam at a constant rate, 10x lower when
+# the pretrained weights are fine-tuned than from scratch (Keras's transfer-learning
+# guide). A frozen encoder (the head alone) and LoRA's few new weights take larger steps
+# (LoRA: Hu et al. 2021 used 4e-4 to 5e-4 for RoBERTa-base).
+RECIPES = {
+    "text": dict(optimizer="adamw", learning_rate=5e-5, weight_decay=0.01, schedule="linear",
+                 warmup_fraction=0.1),
+    "text_head": dict(optimizer="adamw", learning_rate=1e-3, weight_decay=0.01,
+                      schedule="linear", warmup_fraction=0.1),
+    "text_lora": dict(optimizer="adamw", learning_rate=5e-4, weight_decay=0.01,
+                      schedule="linear", warmup_fraction=0.1),
+    "image_pretrained": dict(optimizer="adam", learning_rate=1e-4, weight_decay=0.0,
+                             schedule="constant", warmup_fraction=0.0),
+    "image_scratch": dict(optimizer="adam", learning_rate=1e-3, weight_decay=0.0,
+                          schedule="constant", warmup_fraction=0.0),
+}
+RECIPE_KEYS = ("optimizer", "learning_rate", "weight_decay", "schedule", "warmup_fraction")
+_RECIPE_NAMES = {
+    "text": "a text encoder, fine-tuned", "text_head": "a frozen text encoder (head only)",
+    "text_lora": "a text encoder with LoRA", "image_pretrained": "a pretrained image backbone",
+    "image_scratch": "an image backbone from scratch or frozen",
+}
+
+
+def _unset(key, value):
+    return value is None or (key in ("optimizer", "schedule") and value == "auto")
+
+
+def recipe_kind(config):
+    """Returns which `RECIPES` entry fits the config's backbone and how it is trained.
+
+    Example:
+
+    >>> from sft_keras.config import get_default_config
+    >>> config = get_default_config()
+    >>> config.model.backbone, config.model.weights = "resnet50", "imagenet"
+    >>> recipe_kind(config)
+    'image_pretrained'
+    """
+    from sft_keras.backbones import get_backbone_spec
+
+    m = config.model
+    if config.task == "retrieval" or get_backbone_spec(m.backbone).modality == "text":
+        if m.lora_rank:
+            return "text_lora"
+        return "text_head" if m.freeze.backbone else "text"
+    pretrained = bool(m.weights) or (m.backbone == "hub_image" and m.preset_weights)
+    return "image_pretrained" if pretrained and not m.freeze.backbone else "image_scratch"
+
+
+def resolve_recipe(config):
+    """Fills the config's 'auto' / None optimizer keys with the backbone's recipe.
+
+    `train.optimizer`, `learning_rate`, `weight_decay`, `schedule` and
+    `warmup_fraction` left at their defaults ('auto' or None) take the values
+    of `RECIPES[recipe_kind(config)]`; keys the config sets are kept. A
+    `weight_decay` left unset is 0 for an optimizer other than AdamW.
+    `train_and_evaluate` calls it first, so `config.json` holds the values used.
+
+    Args:
+        config: a validated `ConfigDict`.
+
+    Returns:
+        (config, description): a copy of `config` with concrete values, and a
+        one-line description for the log, naming the recipe and which keys it set.
+
+    Example:
+
+    >>> from sft_keras.config import get_default_config, validate_config
+    >>> config = validate_config(get_default_config())  # mobilenet_v2 from scratch.
+    >>> resolved, line = resolve_recipe(config)
+    >>> resolved.train.optimizer, resolved.train.learning_rate, resolved.train.schedule
+    ('adam', 0.001, 'constant')
+    >>> line
+    'Recipe: adam, learning rate 0.001, constant, weight decay 0 (optimizer, learning_rate, weight_decay, schedule, warmup_fraction: the default for an image backbone from scratch or frozen)'
+    """
+    kind = recipe_kind(config)
+    recipe = RECIPES[kind]
+    resolved = config_dict_copy(config)
+    t = resolved.train
+    filled = [key for key in RECIPE_KEYS if _unset(key, t[key])]
+    for key in filled:
+        t[key] = recipe[key]
+    if "weight_decay" in filled and t.optimizer != "adamw":
+        t.weight_decay = 0.0
+    warmup = (f"{t.warmup_steps} warmup steps, " if t.warmup_steps else
+              f"{t.warmup_fraction:.0%} warmup, " if t.warmup_fraction else "")
+    line = (f"Recipe: {t.optimizer}, learning rate {t.learning_rate:g}, {warmup}{t.schedule}, "
+            f"weight decay {t.weight_decay:g}")
+    if filled:
+        line += f" ({', '.join(filled)}: the default for {_RECIPE_NAMES[kind]})"
+    else:
+        line += " (all set by the config)"
+    return resolved, line
+
+
+def config_dict_copy(config):
+    """A deep copy of a `ConfigDict`, locked like the original."""
+    import copy
+
+    return copy.deepcopy(config)
+
+
+def _check_resolved(t, keys=RECIPE_KEYS):
+    unset = [key for key in keys if _unset(key, t[key])]
+    if unset:
+        raise ConfigError(
+            f"train.{unset[0]} is {t[unset[0]]!r}: the backbone's default, which "
+            "sft_keras.training.optimizers.resolve_recipe(config) fills in (train_and_evaluate "
+            f"calls it). Call it first, or set train.{unset[0]}. Received: "
+            + ", ".join(f"train.{k}={t[k]!r}" for k in unset))
+
+
 # === The optimizer ===
 
 
@@ -360,13 +480,14 @@ def build_optimizer(train_config, model=None, total_steps=None):
 
     Example:
 
-    >>> from sft_keras.config import get_default_config
-    >>> config = get_default_config()
+    >>> from sft_keras.config import get_default_config, validate_config
+    >>> config, _ = resolve_recipe(validate_config(get_default_config()))
     >>> config.train.optimizer = "sgd"
     >>> type(build_optimizer(config.train)).__name__
     'SGD'
     """
     t = train_config
+    _check_resolved(t)
     spec = OPTIMIZERS.get(t.optimizer)
     learning_rate = build_learning_rate(t, total_steps)
     decay = t.layerwise_lr_decay

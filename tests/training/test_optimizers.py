@@ -21,6 +21,9 @@ from helpers import write_tiny_bert_preset
 
 def _train(**values):
     t = get_default_config().train
+    # The image-from-scratch recipe (what these keys defaulted to before recipes).
+    t.optimizer, t.learning_rate, t.weight_decay, t.schedule, t.warmup_fraction = (
+        "adam", 1e-3, 0.0, "constant", 0.0)
     for key, value in values.items():
         t[key] = value
     return t
