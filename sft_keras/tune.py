@@ -614,7 +614,10 @@ def _write_best_config(workdir, best, metric_name, config):
     from sft_keras.config import validate_config
     from sft_keras.run import RunDir
 
-    config_dict_ = validate_config(_apply(config, best["params"])).to_dict()
+    from sft_keras.training.optimizers import resolve_recipe
+
+    # The values the trial trained with ('auto' keys resolved), as its config.json holds.
+    config_dict_ = resolve_recipe(validate_config(_apply(config, best["params"])))[0].to_dict()
     with open(RunDir(os.path.join(workdir, best["trial"])).config_path, encoding="utf-8") as f:
         atomic_write_text(os.path.join(workdir, "best_config.json"), f.read())
     source = (

@@ -223,6 +223,51 @@ def test_median_pruner_prunes_a_trial_behind_after_its_first_epoch(tiny_config, 
     assert _rows(tuned)[-1]["status"] == "pruned"
 
 
+def test_reports_inside_an_epoch_reach_the_study_and_leave_training_logs_alone(
+        tiny_config, tmp_path):
+    import optuna
+
+    from sft_keras.training import train_and_evaluate
+
+    # 8 training images in batches of 2: 4 steps; reports after steps 2 and 3, and the epoch.
+    tiny_config.train.batch_size = 2
+    tiny_config.tune.reports_per_epoch = 3
+    tuned = str(tmp_path / "tune")
+    records = run_tune(tiny_config, tuned, ["train.learning_rate=3e-3"])
+    study = optuna.load_study(study_name="sft-tune",
+                              storage=f"sqlite:///{os.path.join(tuned, 'study.db')}")
+    values = study.trials[0].intermediate_values
+    assert sorted(values) == [0, 1, 2]
+    assert values[2] == pytest.approx(records[0]["metric"])  # The epoch's val_loss.
+    assert records[0]["epochs"] == 1
+    # The mid-epoch evaluations do not touch the epoch's training loss and accuracy.
+    tiny_config.tune.reports_per_epoch = 1
+    tiny_config.train.learning_rate = 3e-3
+    plain = str(tmp_path / "plain")
+    train_and_evaluate(tiny_config, plain)
+    logged = [_log_row(os.path.join(tuned, records[0]["trial"])), _log_row(plain)]
+    for key in ("loss", "accuracy", "val_loss"):
+        assert float(logged[0][key]) == pytest.approx(float(logged[1][key]), rel=1e-5), key
+
+
+def test_median_pruner_prunes_inside_a_one_epoch_trial(tiny_config, tmp_path):
+    tiny_config.train.batch_size = 2
+    tiny_config.tune.reports_per_epoch = 2
+    tuned = str(tmp_path / "tune")
+    # Adam at 0.3 throws the weights far off within 3 steps: its val_loss after half an
+    # epoch is far behind both trials' (Optuna compares the trial's best report so far).
+    records = run_tune(tiny_config, tuned, ["train.learning_rate=3e-3,1e-3,0.3"],
+                       pruner="median")
+    assert [r["status"] for r in records] == ["done", "done", "pruned"]
+    assert records[2]["epochs"] == 0.5
+    assert _rows(tuned)[-1]["epochs"] == "0.5"
+
+
+def _log_row(workdir):
+    with open(os.path.join(workdir, "training_log.csv"), newline="") as f:
+        return list(csv.DictReader(f))[0]
+
+
 def test_random_search_budgets(tiny_config, tmp_path):
     tuned = str(tmp_path / "tune")
     records = run_tune(tiny_config, tuned, spaces=["train.learning_rate=log(1e-4,1e-2)"],
