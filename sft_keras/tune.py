@@ -424,11 +424,13 @@ def pruning_callback(trial, monitor, required=True, reports_per_epoch=1):
             super().__init__()
             self.trial, self.monitor = trial, monitor
             self.validation_data, self.steps_per_epoch, self._offset = None, None, 0
-            self._epoch, self._next = 0, 1
+            self._epoch, self._next, self.epochs = 0, 1, None
 
-        def use_validation_data(self, validation_data, steps_per_epoch):
-            """Called by the training loop before `fit`: what mid-epoch reports evaluate."""
+        def use_validation_data(self, validation_data, steps_per_epoch, epochs=None):
+            """Called by the training loop before `fit`: what mid-epoch reports evaluate,
+            the batches in an epoch and the epochs in the run (all stages)."""
             self.validation_data, self.steps_per_epoch = validation_data, steps_per_epoch
+            self.epochs = epochs
 
         def on_epoch_begin(self, epoch, logs=None):
             # A resumed epoch starts at a later batch; fit counts its batches from 0.
@@ -472,9 +474,11 @@ def pruning_callback(trial, monitor, required=True, reports_per_epoch=1):
                     f"--metric=<one of them> or --pruner=none. Received: --metric={self.monitor!r}")
             return float(logs[key])
 
-        def _report(self, value, step, where):
+        def _report(self, value, step, where, prune=True):
+            # The last epoch's report is recorded but never prunes: the training is done,
+            # and the finished trial's metric is worth more than a "pruned" row.
             self.trial.report(value, step)
-            if self.trial.should_prune():
+            if prune and self.trial.should_prune():
                 raise optuna.TrialPruned(f"pruned {where}: {self.monitor}={value:.4g}")
 
         def on_epoch_end(self, epoch, logs=None):
@@ -486,7 +490,9 @@ def pruning_callback(trial, monitor, required=True, reports_per_epoch=1):
                     f"Pruning needs the metric in every epoch's logs, and {self.monitor!r} is "
                     f"not among {sorted(logs)}: pass --metric=<one of them> or --pruner=none. "
                     f"Received: --metric={self.monitor!r}")
-            self._report(float(logs[self.monitor]), epoch * k + k - 1, f"after epoch {epoch + 1}")
+            last = self.epochs is not None and epoch + 1 >= self.epochs
+            self._report(float(logs[self.monitor]), epoch * k + k - 1, f"after epoch {epoch + 1}",
+                         prune=not last)
 
     return PruneAfterEpoch()
 

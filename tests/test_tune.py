@@ -263,6 +263,21 @@ def test_median_pruner_prunes_inside_a_one_epoch_trial(tiny_config, tmp_path):
     assert _rows(tuned)[-1]["epochs"] == "0.5"
 
 
+def test_the_last_epochs_report_is_recorded_but_never_prunes():
+    import optuna
+
+    from sft_keras.tune import pruning_callback
+
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))
+    trial = study.ask()  # The pruner says "prune" at every report above 0.
+    callback = pruning_callback(trial, "val_loss")
+    callback.use_validation_data(None, steps_per_epoch=4, epochs=2)
+    with pytest.raises(optuna.TrialPruned, match="pruned after epoch 1: val_loss=1"):
+        callback.on_epoch_end(0, {"val_loss": 1.0})
+    callback.on_epoch_end(1, {"val_loss": 0.5})  # The run's last epoch: finished, not pruned.
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {0: 1.0, 1: 0.5}
+
+
 def _log_row(workdir):
     with open(os.path.join(workdir, "training_log.csv"), newline="") as f:
         return list(csv.DictReader(f))[0]

@@ -287,7 +287,7 @@ def _fit(model, config, run_dir, strategy, train_examples, num_train, validation
                                 sigterm=sigterm)
     for callback in extra_callbacks:  # E.g. sft-tune's pruning, which may evaluate mid-epoch.
         if hasattr(callback, "use_validation_data"):
-            callback.use_validation_data(validation_ds, steps)
+            callback.use_validation_data(validation_ds, steps, epochs)
     checkpoint = find_callback(callbacks, AtomicCheckpoint)
     nan_guard = find_callback(callbacks, StopOnNaN)
     early_stop = find_callback(callbacks, EarlyStopAfterBest)
