@@ -24,14 +24,33 @@ Run (from the repository root):
 
     python benchmarks/batchnorm_transfer.py --smoke     # or SFT_SMOKE=1
 
-Result (CPU, 2 busy cores; 6 pretraining epochs, 15 fine-tuning epochs at
-batch 16, Adam 1e-3; 977 held-out images; wall time 432 s):
+Result (CPU, 2 cores shared with another benchmark; 6 pretraining epochs
+(validation accuracy 1.000), 15 fine-tuning epochs at batch 16, Adam 1e-3 with
+cosine decay; 796 held-out images; 175 s):
 
     setting     mean accuracy  per seed
-    frozen      0.000          0.000 0.000 0.000
-    trainable   0.000          0.000 0.000 0.000
-    adabn       0.000          0.000 0.000 0.000
-    scratch     0.000          0.000 0.000 0.000
+    frozen      0.784          0.572 0.892 0.888
+    trainable   0.952          0.940 0.960 0.957
+    adabn       0.807          0.616 0.907 0.897
+    scratch     0.947          0.942 0.951 0.947
+
+Other runs of the same script (same machine, 165-180 s each):
+
+- `--schedule=constant` (Adam 1e-3 throughout): frozen 0.809, trainable
+  0.890, adabn 0.832, scratch 0.867.
+- `--invert_target` (digits 5-9 dark on light: another domain as well):
+  frozen 0.755, trainable 0.956, adabn 0.679 (0.417 0.834 0.785), scratch 0.952.
+- `--invert_target --head_only` (only the head trains): frozen 0.303,
+  adabn 0.318, scratch 0.952 (trainable is frozen here: the backbone is).
+- `--learning_rate=1e-4` (15 epochs are too few there): frozen 0.611,
+  trainable 0.634, adabn 0.634, scratch 0.646; with `--invert_target`: 0.558,
+  0.614, 0.594, 0.575.
+
+On this task AdaBN moves the mean accuracy by -0.08 to +0.04 over frozen
+statistics, within the spread of the seeds (seed 0 collapses with frozen
+statistics, AdaBN or not); at learning rate 1e-3, trainable statistics (or the
+whole CNN from scratch) win by 0.08 to 0.20: 100 labelled images are enough
+for this small CNN.
 
 `--smoke` uses 10 images per pretraining class, 4 per target class, 1 epoch
 and 1 seed: a check that the script works (`tests/test_benchmarks.py` runs
