@@ -21,12 +21,14 @@ def _stats(model):
 class _RecordStats(keras.callbacks.Callback):
     """The BatchNorm statistics when training starts and ends; and AdaBN's, recomputed."""
 
-    def __init__(self, train_batches):
+    def __init__(self, train_batches=None):
         super().__init__()
         self.train_batches = train_batches
 
     def on_train_begin(self, logs=None):
         self.begin = _stats(self.model)
+        if self.train_batches is None:
+            return
         # The statistics depend on the non-BatchNorm weights and the images only: a
         # second pass over the unaugmented images gives them again.
         freezing.reestimate_batchnorm(self.model, self.train_batches)
@@ -80,3 +82,36 @@ def test_adabn_needs_batchnorm_layers(tmp_path):
     with pytest.raises(ConfigError, match=r"model.freeze.adabn .*model.backbone='vgg16' has no "
                                           r"BatchNormalization.*Received: model.freeze.adabn=True"):
         train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_resumed_adabn_run_keeps_the_checkpoint_statistics(tmp_path, monkeypatch):
+    import json
+    import os
+
+    def config(epochs):
+        return validate_config({
+            "data": {"source": "image_folder", "validation_split": 0.25, "image_size": (32, 32),
+                     "path": str(tmp_path / "images")},
+            "model": {"backbone": "small_cnn", "freeze": {"adabn": True}},
+            "train": {"epochs": epochs, "batch_size": 8, "early_stopping_patience": 0},
+            "export": {"enabled": False},
+        })
+
+    write_image_folder(tmp_path / "images", per_class=8)
+    workdir = str(tmp_path / "run")
+    first = _RecordStats()
+    train_and_evaluate(config(1), workdir, callbacks=[first])
+    state_path = os.path.join(workdir, "checkpoints", "state.json")
+    state = json.load(open(state_path))
+    state["complete"] = False  # As if the process died after epoch 1.
+    open(state_path, "w").write(json.dumps(state))
+    calls = []
+    monkeypatch.setattr(freezing, "reestimate_batchnorm", lambda *args: calls.append(args))
+    resumed = _RecordStats()
+
+    train_and_evaluate(config(2), workdir, callbacks=[resumed])
+
+    assert calls == []  # The checkpoint holds the statistics: no second AdaBN pass.
+    assert len(resumed.begin) == len(first.end) == 6
+    for begin, end in zip(resumed.begin, first.end):
+        np.testing.assert_array_equal(begin, end)
