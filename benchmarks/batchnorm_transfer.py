@@ -210,8 +210,8 @@ def main(argv=None):
 
     print(f"\nsmall_cnn pretrained on digits 0-4 ({args.pretrain_epochs} epochs), fine-tuned on "
           f"{5 * sizes[1]} images of 5-9{' (inverted)' if args.invert_target else ''}"
-          f"{', head only' if args.head_only else ''} ({args.epochs} epochs, batch 16, {args.schedule} "
-          f"learning rate {args.learning_rate:g}); accuracy on "
+          f"{', head only' if args.head_only else ''} ({args.epochs} epochs, batch 16, "
+          f"{args.schedule} learning rate {args.learning_rate:g}); accuracy on "
           f"{held_out} held-out images, last epoch, {args.seeds} seeds")
     print(f"{'setting':<11} {'mean accuracy':<14} per seed")
     for setting, accuracies in results.items():

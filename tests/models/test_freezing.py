@@ -139,7 +139,8 @@ def test_reestimate_batchnorm_averages_the_batch_statistics():
     rng = np.random.RandomState(0)
     batches = [rng.normal(1.0, 3.0, (8, 4)).astype("float32") for _ in range(3)]
     batches.append(rng.normal(size=(5, 4)).astype("float32"))  # A smaller last batch.
-    others = [w for w in model.weights if w.path not in (bn.moving_mean.path, bn.moving_variance.path)]
+    stats = (bn.moving_mean.path, bn.moving_variance.path)
+    others = [w for w in model.weights if w.path not in stats]
     others_before = [keras.ops.convert_to_numpy(w).copy() for w in others]
 
     assert freezing.reestimate_batchnorm(model, [(b, np.zeros(len(b))) for b in batches]) == 1

@@ -41,8 +41,8 @@ class _RecordStats(keras.callbacks.Callback):
 @pytest.mark.parametrize("strategy", ["default", "mirrored"])
 def test_adabn_run_starts_from_the_training_images_statistics(tmp_path, strategy):
     config = validate_config({
-        "data": {"source": "image_folder", "path": write_image_folder(tmp_path / "images", per_class=8),
-                 "validation_split": 0.25, "image_size": (32, 32),
+        "data": {"source": "image_folder", "validation_split": 0.25, "image_size": (32, 32),
+                 "path": write_image_folder(tmp_path / "images", per_class=8),
                  "augment": {"flip": "horizontal", "rotation": 0.1}},  # Must not reach AdaBN.
         "model": {"backbone": "small_cnn", "freeze": {"adabn": True}},
         "train": {"epochs": 1, "batch_size": 8, "early_stopping_patience": 0},
@@ -74,8 +74,8 @@ def test_adabn_needs_batchnorm_layers(tmp_path):
 
     # An image backbone without BatchNorm fails when its model is built, before training.
     config = validate_config({
-        "data": {"source": "image_folder", "path": write_image_folder(tmp_path / "images", per_class=4),
-                 "validation_split": 0.25, "image_size": (32, 32)},
+        "data": {"source": "image_folder", "validation_split": 0.25, "image_size": (32, 32),
+                 "path": write_image_folder(tmp_path / "images", per_class=4)},
         "model": {"backbone": "vgg16", "freeze": {"adabn": True}},
         "train": {"epochs": 1, "batch_size": 4},
     })
