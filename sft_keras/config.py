@@ -144,9 +144,9 @@ def get_default_config():
     # moving mean and variance on the training images (one pass over the
     # training split, no augmentation; a plain average over batches, not an
     # exponential one); training then goes on as freeze.batchnorm says (True:
-    # these statistics stay frozen, the usual AdaBN). For target images that look
-    # unlike the pretraining ones, with few labels (README: "BatchNorm when
-    # fine-tuning"). Not on resuming (the checkpoint holds the statistics).
+    # these statistics stay frozen, the usual AdaBN). Not on resuming (the
+    # checkpoint holds the statistics). Which setting when, measured: README,
+    # "BatchNorm when fine-tuning".
     c.model.freeze.adabn = False
     c.model.head = config_dict.ConfigDict()
     # 'avg' (mean over positions, or over non-padding tokens for text), 'max',

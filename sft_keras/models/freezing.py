@@ -113,8 +113,8 @@ def reestimate_batchnorm(model, dataset):
     variance of its inputs in each batch (batch `k`, 0-based, is weighted in
     with momentum `k / (k + 1)`), as the rest of the model runs in inference
     mode: Dropout and augmentation layers do nothing, and no other weight
-    changes. Every layer's `trainable` flag, every BatchNorm's `momentum` and
-    `call` are restored afterwards, also when an error stops the pass.
+    changes. Each BatchNorm layer's `trainable` flag, `momentum` and `call`
+    are restored afterwards, also when an error stops the pass.
 
     Keras 3 BatchNorm updates its statistics only when called with
     `training=True` and `trainable`; here the BatchNorm layers alone are
