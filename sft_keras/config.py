@@ -140,6 +140,14 @@ def get_default_config():
     # Keep every BatchNorm layer in inference mode with frozen statistics, as is
     # right when fine-tuning pretrained weights. Set False to train from scratch.
     c.model.freeze.batchnorm = True
+    # AdaBN: before the first training step, re-estimate every BatchNorm layer's
+    # moving mean and variance on the training images (one pass over the
+    # training split, no augmentation; a plain average over batches, not an
+    # exponential one); training then goes on as freeze.batchnorm says (True:
+    # these statistics stay frozen, the usual AdaBN). Not on resuming (the
+    # checkpoint holds the statistics). Which setting when, measured: README,
+    # "BatchNorm when fine-tuning".
+    c.model.freeze.adabn = False
     c.model.head = config_dict.ConfigDict()
     # 'avg' (mean over positions, or over non-padding tokens for text), 'max',
     # 'flatten' (images), 'cls' (text: the encoder's pooled [CLS] output, or the
@@ -550,6 +558,11 @@ def _check_model(m, modality, check_files):
         isinstance(p, str) for p in m.freeze.patterns
     ):
         _fail("model.freeze.patterns", m.freeze.patterns, "must be a tuple of regular expressions")
+    if m.freeze.adabn and modality.name != "image":
+        _fail("model.freeze.adabn", m.freeze.adabn,
+              f"re-estimates BatchNorm statistics, which only image backbones have; "
+              f"model.backbone={m.backbone!r} ({modality.name} model) has no "
+              "BatchNormalization layer (text encoders use LayerNorm): set it to False")
     _check_lora(m, modality)
     for units in m.head.hidden_units:
         _positive_int("model.head.hidden_units[i]", units)

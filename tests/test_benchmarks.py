@@ -81,6 +81,15 @@ SCRIPTS = {
          rf"^majority-class accuracy: {NUMBER}$",
          rf"^linear probe accuracy:\s+{NUMBER}\s+\(\d+ s\)"],
     ),
+    "batchnorm_transfer": (
+        ["python", "benchmarks/batchnorm_transfer.py", "--smoke"], {},
+        [rf"^pretrained on digits 0-4: validation accuracy {NUMBER}$",
+         r"^small_cnn pretrained on digits 0-4 \(1 epochs\), fine-tuned on 20 images of 5-9 .*"
+         r"accuracy on 50 held-out images, last epoch, 1 seeds$",
+         r"^setting\s+mean accuracy\s+per seed$",
+         *(rf"^{s}\s+{NUMBER}\s+{NUMBER}$" for s in ("frozen", "trainable", "adabn", "scratch")),
+         rf"^wall time: {NUMBER} s$"],
+    ),
 }
 
 

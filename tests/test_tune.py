@@ -99,6 +99,7 @@ def test_parse_space_distributions_and_errors():
     assert units.distribution.choices == ("()", "(64,)")  # Stored as text; mapped back:
     assert units.decode("(64,)") == (64,)
     assert parse_space("model.freeze.batchnorm=(True,False)", config).values == [True, False]
+    assert parse_space("model.freeze.adabn=(True,False)", config).values == [True, False]
     for spec, error in [
         ("train.learning_rate=1e-3", r"must look like key=log\(a,b\).*"
                                       r"Received: --space='train.learning_rate=1e-3'"),
@@ -112,6 +113,23 @@ def test_parse_space_distributions_and_errors():
     ]:
         with pytest.raises(ConfigError, match=error):
             parse_space(spec, config)
+
+
+def test_batchnorm_choices_are_searchable_and_reach_the_trial_config():
+    from sft_keras.config import validate_config
+    from sft_keras.tune import _apply, build_space
+
+    config = validate_config(get_default_config())
+    dims = build_space(config, grids=["model.freeze.adabn=True,False"],
+                       spaces=["model.freeze.batchnorm=(False,True)"])
+    assert [(d.key, d.distribution.choices) for d in dims] == [
+        ("model.freeze.adabn", (True, False)), ("model.freeze.batchnorm", (False, True))]
+    trial = _apply(config, [(d.key, d.decode(d.distribution.choices[0])) for d in dims])
+    trial = validate_config(trial)
+    assert (trial.model.freeze.adabn, trial.model.freeze.batchnorm) == (True, False)
+    with pytest.raises(ConfigError, match=r"--space value for model.freeze.adabn must be of "
+                                          r"type bool.*Received: model.freeze.adabn='yes'"):
+        parse_space("model.freeze.adabn=(yes,no)", config)
 
 
 def test_space_from_the_config_and_flags_that_replace_its_entries():

@@ -6,6 +6,9 @@ also runs in inference mode (Keras 3), which is what fine-tuning wants: its
 moving statistics stay those of the pretrained weights. Calling the backbone
 with `training=False` is NOT enough in Keras 3.15 when the backbone itself is
 trainable (keras-team/keras#20285), so BatchNorm layers are frozen one by one.
+
+`reestimate_batchnorm` is AdaBN: it replaces the moving statistics with
+those of the target data, for `model.freeze.adabn`.
 """
 
 import re
@@ -95,6 +98,77 @@ def set_trainable(backbone, until=None, patterns=(), freeze_all=False, freeze_ba
             if isinstance(layer, _BATCHNORM_TYPES):
                 layer.trainable = False
     return [layer.name for layer in layers if not layer.trainable]
+
+
+def batchnorm_layers(model):
+    """The BatchNormalization layers of `model`, nested models included, in layer order."""
+    return [layer for layer in _walk(model) if isinstance(layer, _BATCHNORM_TYPES)]
+
+
+def reestimate_batchnorm(model, dataset):
+    """Re-estimates every BatchNorm layer's moving statistics on `dataset` (AdaBN).
+
+    One pass over `dataset`: each BatchNormalization layer's moving mean and
+    variance become the plain average, over the batches, of the mean and
+    variance of its inputs in each batch (batch `k`, 0-based, is weighted in
+    with momentum `k / (k + 1)`), as the rest of the model runs in inference
+    mode: Dropout and augmentation layers do nothing, and no other weight
+    changes. Each BatchNorm layer's `trainable` flag, `momentum` and `call`
+    are restored afterwards, also when an error stops the pass.
+
+    Keras 3 BatchNorm updates its statistics only when called with
+    `training=True` and `trainable`; here the BatchNorm layers alone are
+    called so, for this pass. Renormalising BatchNorm (`renorm=True`) layers
+    are not supported.
+
+    Args:
+        model: a built `keras.Model` (a backbone or a whole model).
+        dataset: iterable of batches: `inputs`, or tuples whose first item is
+            the inputs (`(images, labels)`, as `make_dataset` gives). Batches
+            should not be augmented.
+
+    Returns:
+        int: the number of BatchNormalization layers updated (0 when `model`
+        has none: nothing changes).
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.BatchNormalization()])
+    >>> batches = [np.array([[0.0, 1.0], [2.0, 3.0]]), np.array([[4.0, 5.0], [6.0, 7.0]])]
+    >>> reestimate_batchnorm(model, batches)
+    1
+    >>> np.round(keras.ops.convert_to_numpy(model.layers[0].moving_mean), 4).tolist()
+    [3.0, 4.0]
+    """
+    norms = batchnorm_layers(model)
+    if not norms:
+        return 0
+    saved = [(layer, layer.trainable, layer.momentum) for layer in norms]
+    try:
+        for layer in norms:
+            layer.trainable = True  # Also re-enables them inside a frozen parent (Keras 3).
+            layer.call = _forced_training_call(layer)
+        for k, batch in enumerate(dataset):
+            inputs = batch[0] if isinstance(batch, tuple) else batch
+            for layer in norms:
+                layer.momentum = k / (k + 1)  # A cumulative average of the batch statistics.
+            model(inputs, training=False)
+    finally:
+        for layer, trainable, momentum in saved:
+            layer.trainable, layer.momentum = trainable, momentum
+            layer.__dict__.pop("call", None)  # The class's own `call` again.
+    return len(norms)
+
+
+def _forced_training_call(layer):
+    """`layer.call` as if called with `training=True` (its statistics update)."""
+    call = type(layer).call.__get__(layer)
+
+    def forced(inputs, training=None, mask=None):
+        return call(inputs, training=True, mask=mask)
+
+    return forced
 
 
 def _count(weights):

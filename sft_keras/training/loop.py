@@ -215,6 +215,8 @@ def _run(config, run_dir, strategy, overwrite=False, callbacks=(), sigterm=None)
         print(lora.lora_summary(model), flush=True)
 
     # === Fit ===
+    if config.model.freeze.adabn and not state:  # A checkpoint holds the statistics.
+        _adapt_batchnorm(model, config, modality, data, strategy)
     class_weight = resolve_class_weight(config.train.class_weight, data.train.labels,
                                         data.class_names)
     if class_weight:
@@ -351,6 +353,29 @@ def _fit(model, config, run_dir, strategy, train_examples, num_train, validation
             logging.warning("train.stages entry %r starts after train.epochs=%d: it never ran.",
                             stage.text, epochs)
     return checkpoint
+
+
+def _adapt_batchnorm(model, config, modality, data, strategy):
+    """`model.freeze.adabn`: BatchNorm statistics of the training images, before training.
+
+    The training split is read once in order, batched by `train.batch_size`,
+    without augmentation (the model's augmentation layers run in inference
+    mode; see `freezing.reestimate_batchnorm`).
+
+    Raises:
+        ConfigError: the model has no BatchNormalization layer.
+    """
+    count = len(freezing.batchnorm_layers(model))
+    if not count:
+        raise ConfigError(
+            f"model.freeze.adabn re-estimates BatchNorm statistics, but backbone "
+            f"model.backbone={config.model.backbone!r} has no BatchNormalization layer: set it "
+            f"to False. Received: model.freeze.adabn={config.model.freeze.adabn!r}"
+        )
+    with strategy.scope():
+        freezing.reestimate_batchnorm(model, modality.make_dataset(data.train, cache=False))
+    logging.info("AdaBN: re-estimated the statistics of %d BatchNorm layers on %d training "
+                 "images (model.freeze.adabn).", count, len(data.train))
 
 
 def _restore(model, config, run_dir, state, staged):

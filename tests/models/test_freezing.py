@@ -120,3 +120,57 @@ def test_batchnorm_statistics_do_not_change_in_partly_frozen_resnet50():
         not np.array_equal(a, b) for a, b in zip(stats_before, _batchnorm_stats(backbone))
     ]
     assert any(changed)
+
+
+def test_reestimate_batchnorm_averages_the_batch_statistics():
+    # A frozen BatchNorm inside a nested model, Dropout around it, under mixed precision.
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="dense"),
+                                  keras.layers.BatchNormalization(momentum=0.9, name="bn")],
+                                 name="inner")
+        inputs = keras.Input((4,))
+        x = inner(keras.layers.Dropout(0.5, name="drop")(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    bn = inner.get_layer("bn")
+    freezing.set_trainable(inner)  # Freezes the BatchNorm, as fine-tuning does.
+    rng = np.random.RandomState(0)
+    batches = [rng.normal(1.0, 3.0, (8, 4)).astype("float32") for _ in range(3)]
+    batches.append(rng.normal(size=(5, 4)).astype("float32"))  # A smaller last batch.
+    stats = (bn.moving_mean.path, bn.moving_variance.path)
+    others = [w for w in model.weights if w.path not in stats]
+    others_before = [keras.ops.convert_to_numpy(w).copy() for w in others]
+
+    assert freezing.reestimate_batchnorm(model, [(b, np.zeros(len(b))) for b in batches]) == 1
+
+    kernel = keras.ops.convert_to_numpy(inner.get_layer("dense").kernel).astype("float64")
+    bias = keras.ops.convert_to_numpy(inner.get_layer("dense").bias).astype("float64")
+    # The BatchNorm's inputs: float16 outputs of the Dense layer (Dropout inactive).
+    h = [(b.astype("float16").astype("float64") @ kernel + bias) for b in batches]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean),
+                               np.mean([x.mean(axis=0) for x in h], axis=0), atol=1e-2)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance),
+                               np.mean([x.var(axis=0) for x in h], axis=0), rtol=1e-2)
+    for w, before in zip(others, others_before):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), before)
+    assert (bn.trainable, bn.momentum, "call" in bn.__dict__) == (False, 0.9, False)
+    assert model.get_layer("drop").rate == 0.5
+
+
+def test_reestimate_batchnorm_is_exact_in_float32():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="dense"),
+                              keras.layers.Dropout(0.5, name="drop"),
+                              keras.layers.BatchNormalization(name="bn")])
+    rng = np.random.RandomState(1)
+    batches = [rng.normal(2.0, 5.0, (16, 4)).astype("float32") for _ in range(4)]
+    freezing.reestimate_batchnorm(model, batches)
+    h = [keras.ops.convert_to_numpy(model.get_layer("dense")(b)) for b in batches]
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean),
+                               np.mean([x.mean(axis=0) for x in h], axis=0), atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance),
+                               np.mean([x.var(axis=0) for x in h], axis=0), atol=1e-5, rtol=1e-5)
+    assert (bn.trainable, bn.momentum, model.get_layer("drop").rate) == (True, 0.99, 0.5)
+    assert freezing.reestimate_batchnorm(keras.Sequential([keras.layers.Dense(2)]), batches) == 0
