@@ -9,6 +9,9 @@ epochs, each variant in a fresh process, one after the other:
   every batch padded to the sequence length (sft_keras before length buckets).
 - `sft_bucketed`: `sft-train` as it is by default: length-sorted batches cut
   to 16/32/64 tokens (`data.length_buckets`, `data.length_sort_window`).
+- `sft_auto`: `sft_bucketed` with the optimizer keys left to sft_keras's default
+  recipe for text encoders (AdamW 5e-5, weight decay 0.01, linear decay after a
+  10% warmup; `sft_keras.training.optimizers.RECIPES`) instead of the config's.
 - `keras_hub`: keras-hub's `BertTextClassifier` (its preprocessor, padding to
   the sequence length; [CLS] pooler head) `.fit` on the raw strings.
 - `keras_hub_defaults`: the same classifier with keras-hub's own defaults:
@@ -46,7 +49,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks.common import REPO_ROOT, smoke_requested, tiny_vocabulary  # noqa: E402
 
-VARIANTS = ("sft_padded", "sft_bucketed", "keras_hub", "keras_hub_defaults", "hf_trainer")
+VARIANTS = ("sft_padded", "sft_bucketed", "sft_auto", "keras_hub", "keras_hub_defaults",
+            "hf_trainer")
 # ../shared beside the checkout (or beside the folder of git worktrees).
 SST2_DIR = next((d for d in (os.path.join(REPO_ROOT, *[".."] * up, "shared", "data", "sst2")
                              for up in (1, 2)) if os.path.isdir(d)),
@@ -141,6 +145,11 @@ def run_sft(name, args, train, dev):
     config.export.enabled = False
     if name == "sft_padded":
         config.data.length_buckets = ()
+    if name == "sft_auto":  # The default recipe, as a config that sets none of it gets.
+        config.train.optimizer, config.train.schedule = "auto", "auto"
+        config.train.learning_rate = None
+        config.train.weight_decay = None
+        config.train.warmup_fraction = None
     timer = _train_timer()
     metrics = train_and_evaluate(validate_config(config), os.path.join(workdir, "run"),
                                  callbacks=[timer])

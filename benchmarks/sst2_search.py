@@ -7,6 +7,9 @@ the full dev set as the objective), measured in one run:
 - `recipe`: configs/sst2.py's own recipe (AdamW 5e-5, weight decay 0.01,
   constant, batch 32), as `sft-train` runs it (benchmarks/side_by_side.py's
   `sft_bucketed` variant, a fresh process).
+- `default_recipe`: the same run with the optimizer keys left to sft_keras's
+  default for text encoders (AdamW 5e-5, weight decay 0.01, linear decay after
+  a 10% warmup, batch 32; side_by_side's `sft_auto` variant).
 - `keras_hub_defaults`: keras-hub's `BertTextClassifier` with `compile()`'s
   defaults (Adam 5e-5; [CLS] pooler head, dropout 0.1), `.fit` on the raw
   strings (side_by_side's `keras_hub_defaults` variant).
@@ -99,7 +102,7 @@ def main(argv=None):
     parser.add_argument("--sequence_length", type=int, default=64)
     parser.add_argument("--data_dir", default=os.path.normpath(side_by_side.SST2_DIR))
     parser.add_argument("--preset", default="", help="Default: all-MiniLM-L6-v2.")
-    parser.add_argument("--baselines", default="recipe,keras_hub_defaults",
+    parser.add_argument("--baselines", default="recipe,default_recipe,keras_hub_defaults",
                         help="Which baselines to run (empty: none).")
     args = parser.parse_args(argv)
     args.smoke = smoke_requested(args.smoke)
@@ -128,7 +131,8 @@ def main(argv=None):
                  f"--sequence_length={args.sequence_length}", "--batch_size=32",
                  f"--data_dir={args.data_dir}", *forwarded_preset] + (
                      ["--smoke"] if args.smoke else [])
-    variants = {"recipe": "sft_bucketed", "keras_hub_defaults": "keras_hub_defaults"}
+    variants = {"recipe": "sft_bucketed", "default_recipe": "sft_auto",
+                "keras_hub_defaults": "keras_hub_defaults"}
     for name in [b.strip() for b in args.baselines.split(",") if b.strip()]:
         result = side_by_side.run_in_subprocess(variants[name], baseline_args, forwarded)
         rows.append((name, result["dev_accuracy"], result["total_s"], ""))

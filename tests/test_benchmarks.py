@@ -73,13 +73,25 @@ SCRIPTS = {
          r"|^hf_trainer: done in",
          r"^\| variant \| train s \| train examples/s \| dev accuracy \| total s \|",
          *(rf"^\| {v} \| {NUMBER} \| {NUMBER} \| {NUMBER} \| {NUMBER} \| {NUMBER}/{NUMBER} \|$"
-           for v in ("sft_padded", "sft_bucketed", "keras_hub"))],
+           for v in ("sft_padded", "sft_bucketed", "sft_auto", "keras_hub",
+                     "keras_hub_defaults"))],
     ),
     "quickstart_linear_probe": (  # Smoke mode from the environment, as the notebooks get it.
         ["python", "benchmarks/quickstart_linear_probe.py"], {"SFT_SMOKE": "1"},
         [r"^train=64 validation=\d+ classes=\[.*'ai'.*\]$",
          rf"^majority-class accuracy: {NUMBER}$",
          rf"^linear probe accuracy:\s+{NUMBER}\s+\(\d+ s\)"],
+    ),
+    "sst2_search": (
+        ["python", "benchmarks/sst2_search.py", "--smoke"], {},
+        [r"^SST-2 budget search \(smoke: tiny BERT, generated data\): first 64 training "
+         r"sentences, 1 epoch, sequence length 32, 2 TPE trials",
+         rf"^recipe: dev accuracy {NUMBER} in {NUMBER} s$",
+         rf"^default_recipe: dev accuracy {NUMBER} in {NUMBER} s$",
+         rf"^keras_hub_defaults: dev accuracy {NUMBER} in {NUMBER} s$",
+         r"^\| run \| dev accuracy \| wall s \| recipe \|$",
+         rf"^\| search \(best trial\) \| {NUMBER} \| {NUMBER} \| trial_\d+_.*\|$",
+         rf"^Search: 2 trials, \d+ pruned, {NUMBER} min wall time"],
     ),
     "batchnorm_transfer": (
         ["python", "benchmarks/batchnorm_transfer.py", "--smoke"], {},
