@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from sft_keras.errors import ExportError
 from sft_keras.files import atomic_write_text, default_mode, next_version, publish_folder
+from sft_keras.serving.export import new_archive
 
 FORMATS = ("saved_model", "litert", "onnx")
 # Variant -> what it is (written to export_info.json and the docs).
@@ -189,8 +190,7 @@ def convert_litert(model, task, variants, representative=None, sequence_length=N
             `{input name: array [1, ...]}` calibration examples.
     """
     specs = graph_inputs(model, sequence_length)
-    archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive = new_archive()
     archive.add_endpoint("serving_default", probability_function(model, task, specs),
                          input_signature=specs)
     files = {}

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from sft_keras.serving.export import write_export
+from sft_keras.serving.export import new_archive, write_export
 
 
 class ReplyBank(tf.Module):
@@ -124,10 +124,7 @@ def export_retrieval_model(model, preprocessor, export_base, bank, top_k=5, vers
         return {"replies": tf.gather(replies.replies, indices), "scores": scores,
                 "reply_ids": indices}
 
-    archive = keras.export.ExportArchive()
-    archive.track(encoder)
-    archive.track(tokenizer)
-    archive.track(replies)
+    archive = new_archive(tokenizer, replies)
     signature = [tf.TensorSpec([None], tf.string, name="text")]
     archive.add_endpoint("serving_default", serve, input_signature=signature)
     archive.add_endpoint("embed", embed, input_signature=signature)
