@@ -25,6 +25,10 @@ then the table of every run and the mean accuracy of each role:
     python benchmarks/distill.py --config=configs/quickstart.py --seeds=42,43,44 \
         --root=/tmp/distill_seeds
 
+Measured 2026-12-06 with the `--seeds` command (docs/training.md has the
+table): mean accuracy teacher 0.9323, distilled 3-layer student 0.9246, the
+same student alone 0.9170; student/teacher latency 0.51.
+
     python benchmarks/distill.py --smoke     # or SFT_SMOKE=1
 
 `--smoke` trains the three runs itself for 1 epoch each (a 2-layer tiny BERT
