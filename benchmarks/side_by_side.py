@@ -10,8 +10,9 @@ epochs, each variant in a fresh process, one after the other:
 - `sft_bucketed`: `sft-train` as it is by default: length-sorted batches cut
   to 16/32/64 tokens (`data.length_buckets`, `data.length_sort_window`).
 - `sft_auto`: `sft_bucketed` with the optimizer keys left to sft_keras's default
-  recipe for text encoders (AdamW 5e-5, weight decay 0.01, linear decay after a
-  10% warmup; `sft_keras.training.optimizers.RECIPES`) instead of the config's.
+  recipe for text encoders (AdamW, weight decay 0.01, linear decay after a 10%
+  warmup, 1e-4 for MiniLM's hidden size 384;
+  `sft_keras.training.optimizers.resolve_recipe`) instead of the config's.
 - `keras_hub`: keras-hub's `BertTextClassifier` (its preprocessor, padding to
   the sequence length; [CLS] pooler head) `.fit` on the raw strings.
 - `keras_hub_defaults`: the same classifier with keras-hub's own defaults:

@@ -8,8 +8,8 @@ the full dev set as the objective), measured in one run:
   constant, batch 32), as `sft-train` runs it (benchmarks/side_by_side.py's
   `sft_bucketed` variant, a fresh process).
 - `default_recipe`: the same run with the optimizer keys left to sft_keras's
-  default for text encoders (AdamW 5e-5, weight decay 0.01, linear decay after
-  a 10% warmup, batch 32; side_by_side's `sft_auto` variant).
+  default for text encoders (AdamW 1e-4 for MiniLM's size, weight decay 0.01,
+  linear decay after a 10% warmup, batch 32; side_by_side's `sft_auto`).
 - `keras_hub_defaults`: keras-hub's `BertTextClassifier` with `compile()`'s
   defaults (Adam 5e-5; [CLS] pooler head, dropout 0.1), `.fit` on the raw
   strings (side_by_side's `keras_hub_defaults` variant).

@@ -186,7 +186,8 @@ def get_default_config():
     # The optimizer recipe. 'auto' / None: the backbone's own default, chosen when the
     # run starts, printed ("Recipe: ...") and written to config.json
     # (sft_keras.training.optimizers.resolve_recipe; docs/training.md). Text encoders:
-    # AdamW 5e-5, weight decay 0.01, linear decay after a 10% warmup (1e-3 with
+    # AdamW, weight decay 0.01, linear decay after a 10% warmup, at 1e-4 up to hidden
+    # size 512 (MiniLM), 5e-5 up to 768 (base), 2e-5 above (1e-3 with
     # freeze.backbone, 5e-4 with LoRA). Image backbones: Adam, constant, no warmup,
     # 1e-4 when fine-tuning pretrained weights, 1e-3 from scratch or with
     # freeze.backbone. Any key set here wins over the recipe.

