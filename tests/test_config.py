@@ -218,6 +218,17 @@ def test_digits_runlocal_is_one_epoch():
     assert validate_config(load_config_file(path, "runlocal")).model.backbone == "small_cnn"
 
 
+def test_sst2_budget_is_the_search_setting_with_its_space():
+    from sft_keras.tune import build_space
+
+    config = validate_config(load_config_file(os.path.join(REPO_ROOT, "configs", "sst2.py"),
+                                              "budget"), check_files=False)
+    assert (config.data.max_train_examples, config.train.epochs,
+            config.tune.reports_per_epoch) == (8000, 1, 3)
+    assert [d.key for d in build_space(config)] == [
+        "train.learning_rate", "train.schedule", "train.warmup_fraction", "train.batch_size"]
+
+
 # --- Command line (subprocesses: each pays for a TensorFlow import) ------------
 
 
@@ -255,3 +266,4 @@ def test_cli_unknown_backbone_is_one_clear_line(tmp_path):
     assert "Traceback" not in output
     assert "Epoch 1" not in output
     assert not os.path.exists(tmp_path / "workdir" / "config.json")  # Failed before writing.
+
