@@ -408,7 +408,9 @@ def resolve_recipe(config):
     `train.optimizer`, `learning_rate`, `weight_decay`, `schedule` and
     `warmup_fraction` left at their defaults ('auto' or None) take the values
     of `RECIPES[recipe_kind(config)]`; keys the config sets are kept. A
-    `weight_decay` left unset is 0 for an optimizer other than AdamW.
+    `weight_decay` left unset is 0 for an optimizer other than AdamW. With
+    `train.stages` the schedule is constant without warmup (each stage sets
+    its own rate, `lr=`).
     `train_and_evaluate` calls it first, so `config.json` holds the values used.
 
     Args:
@@ -441,6 +443,8 @@ def resolve_recipe(config):
     resolved = config_dict_copy(config)
     t = resolved.train
     filled = [key for key in RECIPE_KEYS if _unset(key, t[key])]
+    if t.stages:  # Each stage sets its own constant rate (lr=): a schedule cannot be scaled.
+        recipe["schedule"], recipe["warmup_fraction"] = "constant", 0.0
     for key in filled:
         t[key] = recipe[key]
     if "weight_decay" in filled and t.optimizer != "adamw":

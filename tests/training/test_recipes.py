@@ -65,6 +65,13 @@ def test_keys_the_config_sets_win_over_the_recipe():
     assert optimizers.resolve_recipe(config)[0].train.weight_decay == 0.0
 
 
+def test_staged_runs_get_a_constant_rate_that_each_stage_can_scale():
+    config = _config(backbone="bert")
+    config.train.stages = ("0:backbone", "1:all,lr=0.1")
+    t = optimizers.resolve_recipe(config)[0].train
+    assert (t.optimizer, t.schedule, t.warmup_fraction) == ("adamw", "constant", 0.0)
+
+
 def test_building_an_optimizer_from_unresolved_keys_says_what_to_call():
     with pytest.raises(ConfigError, match=r"train\.optimizer is 'auto'.*resolve_recipe\(config\)"
                        r".*Received: train\.optimizer='auto'"):
