@@ -21,7 +21,8 @@ Text (keras-hub BERT encoders), serving and recipes:
 - `export_text_model()`                          (sft_keras.serving.export)
 - `CoreBertTokenizer`: WordPiece in core TF ops  (sft_keras.serving.core_tokenizer)
 - `write_report()`                               (sft_keras.evaluation.report)
-- `build_optimizer()`                            (sft_keras.training.optimizers)
+- `build_optimizer()`, `resolve_recipe()`: the backbone's default recipe
+                                                 (sft_keras.training.optimizers)
 - `get_strategy()`                               (sft_keras.training.distribute)
 - `parse_stages()`: staged unfreezing            (sft_keras.models.freezing)
 - `run_tune()`: a grid of trials                 (sft_keras.tune)
@@ -59,6 +60,7 @@ def __getattr__(name):
         "CoreBertTokenizer": "sft_keras.serving.core_tokenizer",
         "write_report": "sft_keras.evaluation.report",
         "build_optimizer": "sft_keras.training.optimizers",
+        "resolve_recipe": "sft_keras.training.optimizers",
         "get_strategy": "sft_keras.training.distribute",
         "parse_stages": "sft_keras.models.freezing",
         "run_tune": "sft_keras.tune",
@@ -96,6 +98,7 @@ __all__ = [
     "make_text_dataset",
     "merge_lora",
     "parse_stages",
+    "resolve_recipe",
     "run_tune",
     "save_tiny_bert_preset",
     "set_trainable",
