@@ -38,6 +38,8 @@ trials pruned, 24.4 min for the search.
 """
 
 import argparse
+import csv
+import io
 import json
 import os
 import subprocess
@@ -144,8 +146,8 @@ def main(argv=None):
         print(f"{name}: dev accuracy {result['dev_accuracy']:.4f} in {result['total_s']:.0f} s",
               flush=True)
     best, leaderboard, seconds = run_search(args, subset, workdir)
-    statuses = [line.split(",") for line in leaderboard.splitlines()[1:]]
-    pruned = sum("pruned" in row for row in statuses)
+    statuses = [row["status"] for row in csv.DictReader(io.StringIO(leaderboard))]
+    pruned = statuses.count("pruned")
     rows.append(("search (best trial)", best["metric"], seconds,
                  f"{best['trial']}: {best['overrides']}"))
     print(leaderboard)

@@ -365,15 +365,15 @@ def _adapt_batchnorm(model, config, modality, data, strategy):
     Raises:
         ConfigError: the model has no BatchNormalization layer.
     """
-    count = len(freezing.batchnorm_layers(model))
-    if not count:
+    if not freezing.batchnorm_layers(model):
         raise ConfigError(
             f"model.freeze.adabn re-estimates BatchNorm statistics, but backbone "
             f"model.backbone={config.model.backbone!r} has no BatchNormalization layer: set it "
             f"to False. Received: model.freeze.adabn={config.model.freeze.adabn!r}"
         )
     with strategy.scope():
-        freezing.reestimate_batchnorm(model, modality.make_dataset(data.train, cache=False))
+        count = freezing.reestimate_batchnorm(
+            model, modality.make_dataset(data.train, cache=False))
     logging.info("AdaBN: re-estimated the statistics of %d BatchNorm layers on %d training "
                  "images (model.freeze.adabn).", count, len(data.train))
 

@@ -15,6 +15,7 @@
   (`layerwise_lr_scales`).
 """
 
+import copy
 import dataclasses
 import re
 
@@ -440,7 +441,7 @@ def resolve_recipe(config):
         if width is not None:
             recipe["learning_rate"] = next(
                 rate for limit, rate in TEXT_LEARNING_RATES if limit is None or width <= limit)
-    resolved = config_dict_copy(config)
+    resolved = copy.deepcopy(config)
     t = resolved.train
     filled = [key for key in RECIPE_KEYS if _unset(key, t[key])]
     if t.stages:  # Each stage sets its own constant rate (lr=): a schedule cannot be scaled.
@@ -459,13 +460,6 @@ def resolve_recipe(config):
     else:
         line += " (all set by the config)"
     return resolved, line
-
-
-def config_dict_copy(config):
-    """A deep copy of a `ConfigDict`, locked like the original."""
-    import copy
-
-    return copy.deepcopy(config)
 
 
 def _check_resolved(t, keys=RECIPE_KEYS):
